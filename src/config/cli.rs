@@ -1,0 +1,939 @@
+//! memcached's command-line flags, with getopt's habits: clustered `-vv`,
+//! attached `-p11211` or separate `-p 11211` values, values that start with
+//! `-` (`-p -1`), `--` ending the options. memcached's long names
+//! (`--port=11211`) work too, plus our `--config <FILE>`.
+//!
+//! This file only gathers values into [`RawSettings`]; `validate.rs` checks
+//! them. Positional arguments are the seed's forms:
+//!
+//! ```text
+//! shmcached [options] [num_elements [element_size]]
+//! shmcached [options] <port> <num_elements> <element_size>
+//! ```
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use lexopt::{Arg, Parser};
+
+use super::ConfigError;
+use super::validate::{Given, Origin, RawSettings};
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub(crate) enum CommandLine {
+    /// `-h`, `-V`: print this and exit 0.
+    Print(String),
+    /// Start: read `config` (if any), then apply `flags` over it.
+    Run {
+        config: Option<PathBuf>,
+        flags: Box<RawSettings>,
+    },
+}
+
+/// memcached's long option names, each the twin of a short flag.
+const LONG_OPTIONS: &[(&str, char)] = &[
+    ("port", 'p'),
+    ("udp-port", 'U'),
+    ("listen", 'l'),
+    ("enable-shutdown", 'A'),
+    ("daemon", 'd'),
+    ("user", 'u'),
+    ("memory-limit", 'm'),
+    ("disable-evictions", 'M'),
+    ("conn-limit", 'c'),
+    ("verbose", 'v'),
+    ("help", 'h'),
+    ("version", 'V'),
+    ("pidfile", 'P'),
+    ("threads", 't'),
+    ("max-reqs-per-event", 'R'),
+    ("disable-cas", 'C'),
+    ("listen-backlog", 'b'),
+    ("protocol", 'B'),
+    ("max-item-size", 'I'),
+    ("disable-flush-all", 'F'),
+    ("extended", 'o'),
+];
+
+/// How an accepted-and-ignored `-o` key checks its value (memcached's rules).
+type SuboptionCheck = fn(Option<&str>) -> Result<(), &'static str>;
+
+/// memcached's `-o` tuning keys that mean nothing for shmcached (its LRU, slab
+/// and hash internals are not ours): accepted so that a memcached command line
+/// still starts, and ignored. Values are checked as memcached does.
+const IGNORED_SUBOPTIONS: &[(&str, SuboptionCheck)] = &[
+    ("relaxed_privileges", any_value),
+    ("no_lru_crawler", any_value),
+    ("lru_crawler", any_value),
+    ("no_lru_maintainer", any_value),
+    ("lru_maintainer", any_value),
+    ("slab_reassign", any_value),
+    ("slab_automove", slab_automove),
+    ("modern", any_value),
+    ("no_modern", any_value),
+    ("hash_algorithm", hash_algorithm),
+];
+
+fn any_value(_: Option<&str>) -> Result<(), &'static str> {
+    Ok(())
+}
+
+fn slab_automove(value: Option<&str>) -> Result<(), &'static str> {
+    match value {
+        None | Some("0" | "1" | "2") => Ok(()),
+        Some(_) => Err("slab_automove must be between 0 and 2"),
+    }
+}
+
+fn hash_algorithm(value: Option<&str>) -> Result<(), &'static str> {
+    match value {
+        None => Err("Missing hash_algorithm argument"),
+        Some("jenkins" | "murmur3" | "xxh3") => Ok(()),
+        Some(_) => Err("Unknown hash_algorithm option (jenkins, murmur3, xxh3)"),
+    }
+}
+
+/// Read the command line (without argv[0]).
+pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<CommandLine, ConfigError> {
+    let mut parser = Parser::from_args(args);
+    // getopt reads `-p=1` as the value "=1"; so do we.
+    parser.set_short_equals(false);
+    let mut flags = RawSettings::default();
+    let mut config: Option<PathBuf> = None;
+    let mut verbosity = 0;
+    let mut positional: Vec<OsString> = Vec::new();
+
+    while let Some(arg) = parser.next().map_err(lexopt_error)? {
+        let (flag, name) = match arg {
+            Arg::Short(c) => (c, format!("-{c}")),
+            Arg::Long("config") => {
+                let path = parser.value().map_err(lexopt_error)?;
+                if config.replace(path.into()).is_some() {
+                    return Err(ConfigError("--config given more than once".into()));
+                }
+                continue;
+            }
+            Arg::Long(long) => match LONG_OPTIONS.iter().find(|(name, _)| *name == long) {
+                Some(&(_, c)) => (c, format!("--{long}")),
+                None => return Err(ConfigError(format!("unrecognized option '--{long}'"))),
+            },
+            Arg::Value(value) => {
+                positional.push(value);
+                continue;
+            }
+        };
+        match flag {
+            'p' => flags.port = Some(integer(&mut parser, &name)?),
+            'U' => flags.udp_port = Some(integer(&mut parser, &name)?),
+            'l' => {
+                let value = text(&mut parser, &name)?;
+                flags.listen.get_or_insert_with(Vec::new).push(value);
+            }
+            'm' => flags.memory_limit_mb = Some(integer(&mut parser, &name)?),
+            'M' => flags.evictions = Some(switch(&name, false)),
+            'c' => flags.max_connections = Some(integer(&mut parser, &name)?),
+            't' => flags.workers = Some(integer(&mut parser, &name)?),
+            'I' => flags.item_size_max = Some(text(&mut parser, &name)?),
+            // memcached takes any number of v's; past 3 they add nothing.
+            'v' => {
+                verbosity = (verbosity + 1).min(3);
+                flags.verbosity = Some(Given {
+                    value: verbosity,
+                    origin: Origin::Arg(name),
+                });
+            }
+            'C' => flags.cas_enabled = Some(switch(&name, false)),
+            'F' => flags.flush_enabled = Some(switch(&name, false)),
+            'A' => flags.shutdown_enabled = Some(switch(&name, true)),
+            'b' => flags.backlog = Some(integer(&mut parser, &name)?),
+            'B' => flags.protocol = Some(text(&mut parser, &name)?),
+            'R' => flags.reqs_per_event = Some(integer(&mut parser, &name)?),
+            'P' => {
+                let value = parser.value().map_err(lexopt_error)?;
+                flags.pid_file = Some(Given {
+                    origin: Origin::Arg(format!("{name} {}", value.to_string_lossy())),
+                    value: value.into(),
+                });
+            }
+            'u' => flags.user = Some(text(&mut parser, &name)?),
+            'o' => {
+                let value = parser.value().map_err(lexopt_error)?;
+                suboptions(&utf8(value, &name)?, &mut flags)?;
+            }
+            'd' => {
+                return Err(ConfigError(format!(
+                    "{name}: daemon mode is not supported yet: run shmcached in the \
+                     foreground, under systemd or another supervisor"
+                )));
+            }
+            'h' => return Ok(CommandLine::Print(help())),
+            'V' => return Ok(CommandLine::Print(version())),
+            other => return Err(ConfigError(format!("invalid option -- '{other}'"))),
+        }
+    }
+    seed_arguments(&positional, &mut flags)?;
+    Ok(CommandLine::Run {
+        config,
+        flags: Box::new(flags),
+    })
+}
+
+/// `shmcached [num_elements [element_size]]` or `<port> <num_elements> <element_size>`.
+fn seed_arguments(values: &[OsString], flags: &mut RawSettings) -> Result<(), ConfigError> {
+    const FORMS: &str = "the only arguments are [num_elements [element_size]] \
+                         or <port> <num_elements> <element_size>";
+    let mut numbers = Vec::with_capacity(values.len());
+    for value in values {
+        match value.to_str() {
+            Some(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => numbers.push(s),
+            _ => {
+                return Err(ConfigError(format!(
+                    "unexpected argument \"{}\": {FORMS}",
+                    value.to_string_lossy()
+                )));
+            }
+        }
+    }
+    let names: &[&str] = match numbers.len() {
+        0 => &[],
+        1 => &["num_elements"],
+        2 => &["num_elements", "element_size"],
+        3 => &["port", "num_elements", "element_size"],
+        _ => return Err(ConfigError(format!("too many arguments: {FORMS}"))),
+    };
+    for (text, name) in numbers.iter().zip(names) {
+        let given = Some(Given {
+            // All digits: only overflow can fail, and saturating keeps it out of range.
+            value: text.parse().unwrap_or(i64::MAX),
+            origin: Origin::Arg(format!("argument \"{text}\" ({name})")),
+        });
+        match *name {
+            "port" => {
+                // Which came last is lost by now; refuse rather than guess.
+                if let Some(g) = &flags.port {
+                    return Err(g.origin.error(format_args!(
+                        "the port is also given as argument \"{text}\""
+                    )));
+                }
+                flags.port = given;
+            }
+            "num_elements" => flags.seed_num_elements = given,
+            _ => flags.seed_element_size = given,
+        }
+    }
+    Ok(())
+}
+
+/// `-o k[=v],...`: ours (`idle_timeout`, `drain_timeout`), or one memcached
+/// key that we ignore; anything else is memcached's `Illegal suboption`.
+fn suboptions(list: &str, flags: &mut RawSettings) -> Result<(), ConfigError> {
+    let tokens: Vec<&str> = list.split(',').collect();
+    for (i, token) in tokens.iter().enumerate() {
+        // memcached stops at the end of the string: one trailing comma is fine.
+        if token.is_empty() && i == tokens.len() - 1 {
+            break;
+        }
+        let (key, value) = match token.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (*token, None),
+        };
+        let timeout = match key {
+            "idle_timeout" => &mut flags.idle_timeout_secs,
+            "drain_timeout" => &mut flags.drain_timeout_secs,
+            _ => match IGNORED_SUBOPTIONS.iter().find(|(name, _)| *name == key) {
+                Some((_, check)) => {
+                    check(value).map_err(|msg| ConfigError(msg.into()))?;
+                    continue;
+                }
+                None => return Err(ConfigError(format!("Illegal suboption \"{token}\""))),
+            },
+        };
+        let Some(value) = value else {
+            return Err(ConfigError(format!("Missing numeric argument for {key}")));
+        };
+        *timeout = Some(parse_integer(value, format!("-o {token}"))?);
+    }
+    Ok(())
+}
+
+/// The next value, as an integer (checked later); `-c abc` fails here.
+fn integer(parser: &mut Parser, name: &str) -> Result<Given<i64>, ConfigError> {
+    let value = utf8(parser.value().map_err(lexopt_error)?, name)?;
+    parse_integer(&value, format!("{name} {value}"))
+}
+
+fn parse_integer(text: &str, origin: String) -> Result<Given<i64>, ConfigError> {
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ConfigError(format!("{origin}: not an integer")));
+    }
+    // Too many digits saturates, so that the range check quotes the value.
+    let value = text.parse().unwrap_or(if text.starts_with('-') {
+        i64::MIN
+    } else {
+        i64::MAX
+    });
+    Ok(Given {
+        value,
+        origin: Origin::Arg(origin),
+    })
+}
+
+/// The next value, as UTF-8 text.
+fn text(parser: &mut Parser, name: &str) -> Result<Given<String>, ConfigError> {
+    let value = utf8(parser.value().map_err(lexopt_error)?, name)?;
+    Ok(Given {
+        origin: Origin::Arg(format!("{name} {value}")),
+        value,
+    })
+}
+
+fn utf8(value: OsString, name: &str) -> Result<String, ConfigError> {
+    value.into_string().map_err(|value| {
+        ConfigError(format!(
+            "{name} {}: not valid UTF-8",
+            value.to_string_lossy()
+        ))
+    })
+}
+
+fn switch(name: &str, value: bool) -> Given<bool> {
+    Given {
+        value,
+        origin: Origin::Arg(name.to_string()),
+    }
+}
+
+/// lexopt's errors in getopt's words.
+fn lexopt_error(e: lexopt::Error) -> ConfigError {
+    ConfigError(match e {
+        lexopt::Error::MissingValue {
+            option: Some(option),
+        } => match option.strip_prefix("--") {
+            Some(long) => format!("option '--{long}' requires an argument"),
+            None => format!(
+                "option requires an argument -- '{}'",
+                option.trim_start_matches('-')
+            ),
+        },
+        lexopt::Error::UnexpectedValue { option, .. } => {
+            format!("option '{option}' doesn't allow an argument")
+        }
+        other => other.to_string(),
+    })
+}
+
+pub(crate) fn version() -> String {
+    format!(
+        "shmcached {} (memcached 1.6.18 compatible)\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// `-h`: memcached's layout, our flags only.
+pub(crate) fn help() -> String {
+    // The ignored keys, wrapped under the description column.
+    let mut ignored = String::new();
+    let mut width = 0;
+    for (i, (key, _)) in IGNORED_SUBOPTIONS.iter().enumerate() {
+        if i > 0 && width + 2 + key.len() > 52 {
+            ignored.push_str(",\n                          ");
+            width = 0;
+        } else if i > 0 {
+            ignored.push_str(", ");
+            width += 2;
+        }
+        ignored.push_str(key);
+        width += key.len();
+    }
+    format!(
+        "{version}\
+usage: shmcached [options] [num_elements [element_size]]
+       shmcached [options] <port> <num_elements> <element_size>
+-p, --port=<num>          TCP port to listen on (default: 11211, -1: ephemeral)
+-U, --udp-port=<num>      UDP port: only 0 (off) is accepted, no UDP support
+-A, --enable-shutdown     enable ascii \"shutdown\" command
+-l, --listen=<addr>       interface to listen on (default: 127.0.0.1)
+                          repeatable, comma separated: IPv4, IPv6, localhost
+                          or a host name
+-d, --daemon              not supported yet (run in the foreground)
+-u, --user=<user>         assume identity of <username> (only when run as root)
+-m, --memory-limit=<num>  item memory in megabytes (default: 64)
+-M, --disable-evictions   return error on memory exhausted instead of evicting
+-c, --conn-limit=<num>    max simultaneous connections (default: 1024)
+-v, --verbose             verbose (print errors/warnings while in event loop)
+-vv                       very verbose (also print client commands/responses)
+-vvv                      extremely verbose (internal state transitions)
+-h, --help                print this help and exit
+-V, --version             print version and exit
+-P, --pidfile=<file>      save PID in <file>
+-t, --threads=<num>       number of worker processes to use (default: 4, max: 1024)
+-R, --max-reqs-per-event  maximum number of requests per event, limits the
+                          requests processed per connection to prevent
+                          starvation (default: 20)
+-C, --disable-cas         disable use of CAS
+-b, --listen-backlog=<num> set the backlog queue limit (default: 1024)
+-B, --protocol=<name>     protocol - one of ascii or auto (default: auto);
+                          binary is not supported yet
+-I, --max-item-size=<num> adjusts max item size
+                          (default: 1m, min: 1k, max: 1g; k, m, g suffixes)
+-F, --disable-flush-all   disable flush_all command
+-o, --extended            comma separated list of extended options
+   - idle_timeout:        timeout for idle connections. (default: 0, no timeout)
+   - drain_timeout:       seconds a graceful stop waits for requests in flight
+                          (default: 5)
+   - accepted and ignored (memcached internals that shmcached does not have):
+                          {ignored}
+--config=<file>           read settings from a TOML file; flags override it
+
+num_elements, element_size: the seed server's arguments; memory and the max
+item size grow so that num_elements items of element_size bytes fit.
+",
+        version = version(),
+        ignored = ignored,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use crate::config::{Action, Settings, load};
+    use crate::protocol::Dialect;
+
+    fn run(args: &[&str]) -> Result<Action, String> {
+        load(args.iter().map(Into::into)).map_err(|e| e.0)
+    }
+
+    /// Flags and what they change from the defaults.
+    #[test]
+    fn flags() {
+        type Change = fn(&mut Settings);
+        let table: &[(&[&str], Change)] = &[
+            (&[], |_| {}),
+            (&["-p", "11311"], |s| s.port = 11311),
+            (&["-p11311"], |s| s.port = 11311),
+            (&["-p", "-1"], |s| s.port = 0),
+            (&["-p-1"], |s| s.port = 0),
+            (&["-p", "65535"], |s| s.port = 65535),
+            (&["--port=11311"], |s| s.port = 11311),
+            (&["--port", "11311"], |s| s.port = 11311),
+            (&["-p", "1", "-p", "2"], |s| s.port = 2),
+            (&["-U", "0"], |_| {}),
+            (&["-U0"], |_| {}),
+            (&["-l", "0.0.0.0"], |s| s.listen = vec![[0, 0, 0, 0].into()]),
+            (&["-l", "127.0.0.1,::1"], |s| {
+                s.listen = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()]
+            }),
+            (&["-l", "10.0.0.1", "-l", "::", "-l", "10.0.0.1"], |s| {
+                s.listen = vec!["10.0.0.1".parse().unwrap(), "::".parse().unwrap()]
+            }),
+            (&["-l", "[::1]"], |s| {
+                s.listen = vec!["::1".parse().unwrap()]
+            }),
+            (&["-llocalhost"], |s| s.listen = vec![[127, 0, 0, 1].into()]),
+            // Empty list items are skipped, as memcached's strtok does.
+            (&["-l", "10.0.0.1,", "-l", ""], |s| {
+                s.listen = vec![[10, 0, 0, 1].into()]
+            }),
+            (&["-m", "128"], |s| s.memory_limit = 128 << 20),
+            (&["-m2"], |s| s.memory_limit = 2 << 20),
+            (&["-M"], |s| s.evictions = false),
+            (&["-c", "1"], |s| s.max_connections = 1),
+            (&["-c", "4294967295"], |s| s.max_connections = u32::MAX),
+            (&["-t", "1"], |s| s.workers = 1),
+            (&["-t", "1024"], |s| s.workers = 1024),
+            (&["--threads=8"], |s| s.workers = 8),
+            (&["-I", "1k"], |s| s.item_size_max = 1024),
+            (&["-I", "1024"], |s| s.item_size_max = 1024),
+            (&["-I", "2m"], |s| s.item_size_max = 2 << 20),
+            (&["-I", "32M"], |s| s.item_size_max = 32 << 20),
+            (&["-I", "512K"], |s| s.item_size_max = 512 << 10),
+            (&["-m", "4096", "-I", "1g"], |s| {
+                s.memory_limit = 4096 << 20;
+                s.item_size_max = 1 << 30;
+            }),
+            (&["-v"], |s| s.verbosity = 1),
+            (&["-vv"], |s| s.verbosity = 2),
+            (&["-v", "-v", "-v"], |s| s.verbosity = 3),
+            (&["-vvvvv"], |s| s.verbosity = 3),
+            (&["-C"], |s| s.cas_enabled = false),
+            (&["-F"], |s| s.flush_enabled = false),
+            (&["-A"], |s| s.shutdown_enabled = true),
+            (&["-b", "16"], |s| s.backlog = 16),
+            (&["-B", "auto"], |_| {}),
+            (&["-B", "ascii"], |s| s.protocol = Dialect::Ascii),
+            (&["-R", "1"], |s| s.reqs_per_event = 1),
+            (&["-P", "/run/shmcached.pid"], |s| {
+                s.pid_file = Some(PathBuf::from("/run/shmcached.pid"))
+            }),
+            (&["-u", "memcache"], |s| s.user = Some("memcache".into())),
+            (&["-o", "idle_timeout=30"], |s| {
+                s.idle_timeout = Duration::from_secs(30)
+            }),
+            (&["-o", "drain_timeout=0"], |s| {
+                s.drain_timeout = Duration::ZERO
+            }),
+            (&["-o", "idle_timeout=1,drain_timeout=2"], |s| {
+                s.idle_timeout = Duration::from_secs(1);
+                s.drain_timeout = Duration::from_secs(2);
+            }),
+            (&["-o", "relaxed_privileges"], |_| {}),
+            (
+                &[
+                    "-o",
+                    "no_lru_crawler,lru_crawler,no_lru_maintainer,lru_maintainer",
+                ],
+                |_| {},
+            ),
+            (
+                &["-o", "slab_reassign,slab_automove,slab_automove=2"],
+                |_| {},
+            ),
+            (&["-o", "modern", "-o", "no_modern"], |_| {}),
+            (
+                &["-o", "hash_algorithm=murmur3,hash_algorithm=xxh3"],
+                |_| {},
+            ),
+            (&["-o", "hash_algorithm=jenkins,"], |_| {}),
+            (&["-o", ""], |_| {}),
+            // Clustered flags, the last one taking the rest as its value.
+            (&["-vMCFAp11311"], |s| {
+                s.verbosity = 1;
+                s.evictions = false;
+                s.cas_enabled = false;
+                s.flush_enabled = false;
+                s.shutdown_enabled = true;
+                s.port = 11311;
+            }),
+            (&["-Mvc", "10"], |s| {
+                s.evictions = false;
+                s.verbosity = 1;
+                s.max_connections = 10;
+            }),
+            // The seed's positional forms.
+            (&["100"], |s| {
+                s.seed_num_elements = Some(100);
+                // 100 items of the default item size (1 MiB) need 100 MiB.
+                s.memory_limit = 100 << 20;
+            }),
+            (&["10", "1000"], |s| {
+                s.seed_num_elements = Some(10);
+                s.seed_element_size = Some(1000);
+            }),
+            (&["1000000", "4000"], |s| {
+                s.seed_num_elements = Some(1_000_000);
+                s.seed_element_size = Some(4000);
+                // 1e6 * 4320 bytes = 4119.87 MiB, rounded up.
+                s.memory_limit = 4120 << 20;
+            }),
+            (&["11311", "10", "1000"], |s| {
+                s.port = 11311;
+                s.seed_num_elements = Some(10);
+                s.seed_element_size = Some(1000);
+            }),
+            (&["1", "5000000"], |s| {
+                s.seed_num_elements = Some(1);
+                s.seed_element_size = Some(5_000_000);
+                // 5000320 bytes rounded up to KiB, memory twice that in MiB.
+                s.item_size_max = 4884 << 10;
+                s.memory_limit = 64 << 20;
+            }),
+            (&["-m", "1024", "1", "100000000"], |s| {
+                s.seed_num_elements = Some(1);
+                s.seed_element_size = Some(100_000_000);
+                s.item_size_max = 97657 << 10;
+                s.memory_limit = 1024 << 20;
+            }),
+            (&["1", "100000000"], |s| {
+                s.seed_num_elements = Some(1);
+                s.seed_element_size = Some(100_000_000);
+                s.item_size_max = 97657 << 10;
+                // Twice the item size, rounded up to MiB.
+                s.memory_limit = 191 << 20;
+            }),
+            (&["-I", "2m", "10", "1000"], |s| {
+                s.item_size_max = 2 << 20;
+                s.seed_num_elements = Some(10);
+                s.seed_element_size = Some(1000);
+            }),
+            (&["-p", "1", "--", "2", "3"], |s| {
+                s.port = 1;
+                s.seed_num_elements = Some(2);
+                s.seed_element_size = Some(3);
+            }),
+        ];
+        for (args, change) in table {
+            let mut want = Settings::default();
+            change(&mut want);
+            assert_eq!(run(args), Ok(Action::Run(Box::new(want))), "{args:?}");
+        }
+    }
+
+    /// Bad flags and their one-line errors.
+    #[test]
+    fn flag_errors() {
+        let table: &[(&[&str], &str)] = &[
+            (&["-p"], "option requires an argument -- 'p'"),
+            (&["--port"], "option '--port' requires an argument"),
+            (&["-Q"], "invalid option -- 'Q'"),
+            (&["--frobnicate"], "unrecognized option '--frobnicate'"),
+            (
+                &["--disable-cas=yes"],
+                "option '--disable-cas' doesn't allow an argument",
+            ),
+            (&["-p", "abc"], "-p abc: not an integer"),
+            (&["-p=1"], "-p =1: not an integer"),
+            (&["-p", "70000"], "-p 70000: out of range (-1..65535)"),
+            (&["-p", "-2"], "-p -2: out of range (-1..65535)"),
+            (
+                &["-p", "0"],
+                "-p 0: port 0 turns TCP off, which needs a unix socket (-s): not supported yet; \
+                 use -1 for an ephemeral port",
+            ),
+            (
+                &["-p", "99999999999999999999"],
+                "-p 99999999999999999999: out of range (-1..65535)",
+            ),
+            (
+                &["-U", "5"],
+                "-U 5: UDP is not supported (only -U 0, UDP off, is accepted)",
+            ),
+            (
+                &["-U", "-1"],
+                "-U -1: UDP is not supported (only -U 0, UDP off, is accepted)",
+            ),
+            (&["-U", "x"], "-U x: not an integer"),
+            (
+                &["-l", "nosuch.invalid"],
+                "-l nosuch.invalid: cannot resolve \"nosuch.invalid\": ",
+            ),
+            (&["-l", ""], "-l : no listen address"),
+            (&["-l", ","], "-l ,: no listen address"),
+            (
+                &["-l", "127.0.0.1:11211"],
+                "-l 127.0.0.1:11211: \"127.0.0.1:11211\": per-address ports (<addr>:<port>) \
+                 are not supported; use -p",
+            ),
+            (&["-m", "0"], "-m 0: Memory limit must be greater than 0"),
+            (&["-m", "-1"], "-m -1: Memory limit must be greater than 0"),
+            (&["-m", "1g"], "-m 1g: not an integer"),
+            (
+                &["-m", "1073741825"],
+                "-m 1073741825: out of range (1..1073741824)",
+            ),
+            (
+                &["-m", "1"],
+                "-m 1: Cannot set item size limit higher than 1/2 of memory max. \
+                 (item size limit is 1048576 bytes)",
+            ),
+            (
+                &["-c", "0"],
+                "-c 0: Maximum connections must be greater than 0",
+            ),
+            (
+                &["-c", "-5"],
+                "-c -5: Maximum connections must be greater than 0",
+            ),
+            (&["-c", "abc"], "-c abc: not an integer"),
+            (
+                &["-c", "4294967296"],
+                "-c 4294967296: out of range (1..4294967295)",
+            ),
+            (
+                &["-t", "0"],
+                "-t 0: Number of threads must be greater than 0",
+            ),
+            (
+                &["-t", "-1"],
+                "-t -1: Number of threads must be greater than 0",
+            ),
+            (&["-t", "1025"], "-t 1025: out of range (1..1024)"),
+            (
+                &["--threads=0"],
+                "--threads 0: Number of threads must be greater than 0",
+            ),
+            (
+                &["-I", "512"],
+                "-I 512: Item max size cannot be less than 1024 bytes.",
+            ),
+            (
+                &["-I", "1023"],
+                "-I 1023: Item max size cannot be less than 1024 bytes.",
+            ),
+            (
+                &["-I", "0k"],
+                "-I 0k: Item max size cannot be less than 1024 bytes.",
+            ),
+            (
+                &["-I", "64m"],
+                "-I 64m: Cannot set item size limit higher than 1/2 of memory max. \
+                 (memory limit is 64 MB)",
+            ),
+            (
+                &["-I", "33m"],
+                "-I 33m: Cannot set item size limit higher than 1/2 of memory max. \
+                 (memory limit is 64 MB)",
+            ),
+            (
+                &["-m", "8192", "-I", "1025m"],
+                "-I 1025m: Cannot set item size limit higher than a gigabyte.",
+            ),
+            (
+                &["-m", "8192", "-I", "2g"],
+                "-I 2g: Cannot set item size limit higher than a gigabyte.",
+            ),
+            (
+                &["-I", "xx"],
+                "-I xx: not a size (expected bytes, or a number with a k, m or g suffix: 512k, 1m)",
+            ),
+            (
+                &["-I", "1x"],
+                "-I 1x: not a size (expected bytes, or a number with a k, m or g suffix: 512k, 1m)",
+            ),
+            (&["-b", "0"], "-b 0: Listen backlog must be greater than 0"),
+            (
+                &["-b", "2147483648"],
+                "-b 2147483648: out of range (1..2147483647)",
+            ),
+            (
+                &["-B", "binary"],
+                "-B binary: binary protocol not supported yet",
+            ),
+            (
+                &["-B", "xx"],
+                "-B xx: Invalid value for binding protocol: xx -- should be one of auto, \
+                 binary, or ascii",
+            ),
+            (
+                &["-B", "AUTO"],
+                "-B AUTO: Invalid value for binding protocol: AUTO -- should be one of auto, \
+                 binary, or ascii",
+            ),
+            (
+                &["-R", "0"],
+                "-R 0: Number of requests per event must be greater than 0",
+            ),
+            (&["-R", "abc"], "-R abc: not an integer"),
+            (&["-P", ""], "-P : must not be empty"),
+            (&["-u", ""], "-u : must not be empty"),
+            (
+                &["-d"],
+                "-d: daemon mode is not supported yet: run shmcached in the foreground, \
+                 under systemd or another supervisor",
+            ),
+            (
+                &["--daemon"],
+                "--daemon: daemon mode is not supported yet: run shmcached in the \
+                 foreground, under systemd or another supervisor",
+            ),
+            (&["-o", "foo"], "Illegal suboption \"foo\""),
+            (&["-o", "foo=1"], "Illegal suboption \"foo=1\""),
+            (&["-o", "modern,bar=1"], "Illegal suboption \"bar=1\""),
+            (&["-o", ",,"], "Illegal suboption \"\""),
+            (&["-o", "=5"], "Illegal suboption \"=5\""),
+            (
+                &["-o", "slab_chunk_max=512"],
+                "Illegal suboption \"slab_chunk_max=512\"",
+            ),
+            (
+                &["-o", "idle_timeout"],
+                "Missing numeric argument for idle_timeout",
+            ),
+            (
+                &["-o", "drain_timeout"],
+                "Missing numeric argument for drain_timeout",
+            ),
+            (
+                &["-o", "idle_timeout=abc"],
+                "-o idle_timeout=abc: not an integer",
+            ),
+            (&["-o", "idle_timeout="], "-o idle_timeout=: not an integer"),
+            (
+                &["-o", "idle_timeout=-5"],
+                "-o idle_timeout=-5: out of range (0..4294967295)",
+            ),
+            (
+                &["-o", "drain_timeout=4294967296"],
+                "-o drain_timeout=4294967296: out of range (0..4294967295)",
+            ),
+            (
+                &["-o", "slab_automove=9"],
+                "slab_automove must be between 0 and 2",
+            ),
+            (&["-o", "hash_algorithm"], "Missing hash_algorithm argument"),
+            (
+                &["-o", "hash_algorithm=foo"],
+                "Unknown hash_algorithm option (jenkins, murmur3, xxh3)",
+            ),
+            (&["-o"], "option requires an argument -- 'o'"),
+            (
+                &["foo"],
+                "unexpected argument \"foo\": the only arguments are [num_elements [element_size]] \
+                 or <port> <num_elements> <element_size>",
+            ),
+            (
+                &["10", "1k"],
+                "unexpected argument \"1k\": the only arguments are [num_elements [element_size]] \
+                 or <port> <num_elements> <element_size>",
+            ),
+            (
+                &["1", "2", "3", "4"],
+                "too many arguments: the only arguments are [num_elements [element_size]] \
+                 or <port> <num_elements> <element_size>",
+            ),
+            (
+                &["0"],
+                "argument \"0\" (num_elements): must be greater than 0",
+            ),
+            (
+                &["10", "0"],
+                "argument \"0\" (element_size): must be greater than 0",
+            ),
+            (
+                &["0", "10", "10"],
+                "argument \"0\" (port): port 0 turns TCP off, which needs a unix socket (-s): not supported yet; use -1 for an ephemeral port",
+            ),
+            (
+                &["-p", "1", "2", "3", "4"],
+                "-p 1: the port is also given as argument \"2\"",
+            ),
+            (
+                &["2", "3", "4", "--port=1"],
+                "--port 1: the port is also given as argument \"2\"",
+            ),
+            (
+                &["70000", "10", "10"],
+                "argument \"70000\" (port): out of range (-1..65535)",
+            ),
+            (
+                &["1", "1073741505"],
+                "argument \"1073741505\" (element_size): out of range (1..1073741504)",
+            ),
+            (
+                &["99999999999", "1000000"],
+                "argument \"99999999999\" (num_elements): the seed table would need more than \
+                 1073741824 MB of memory",
+            ),
+            (
+                &["--config", "a", "--config", "b"],
+                "--config given more than once",
+            ),
+            (&["--config"], "option '--config' requires an argument"),
+        ];
+        for (args, want) in table {
+            let got = run(args);
+            let ok = match &got {
+                // A resolver's words vary: only the start is ours.
+                Err(e) if want.ends_with(": ") => e.starts_with(want),
+                Err(e) => e == want,
+                Ok(_) => false,
+            };
+            assert!(ok, "{args:?}: got {got:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn help_and_version() {
+        let version = format!(
+            "shmcached {} (memcached 1.6.18 compatible)\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        for args in [&["-V"][..], &["--version"], &["-V", "-p", "0"], &["-vV"]] {
+            assert_eq!(run(args), Ok(Action::Print(version.clone())), "{args:?}");
+        }
+        for args in [&["-h"][..], &["--help"], &["-h", "-Q"], &["-p", "0", "-h"]] {
+            let Ok(Action::Print(text)) = run(args) else {
+                panic!("{args:?}: no help")
+            };
+            assert!(text.starts_with(&version), "{args:?}");
+            // Every flag we accept is in the help.
+            for flag in [
+                "-p,",
+                "-U,",
+                "-A,",
+                "-l,",
+                "-d,",
+                "-u,",
+                "-m,",
+                "-M,",
+                "-c,",
+                "-v,",
+                "-vv ",
+                "-vvv ",
+                "-h,",
+                "-V,",
+                "-P,",
+                "-t,",
+                "-R,",
+                "-C,",
+                "-b,",
+                "-B,",
+                "-I,",
+                "-F,",
+                "-o,",
+                "idle_timeout",
+                "drain_timeout",
+                "--config",
+                "relaxed_privileges",
+                "hash_algorithm",
+            ] {
+                assert!(text.contains(flag), "help lacks {flag}");
+            }
+        }
+        // An error before -h wins, as with getopt.
+        assert_eq!(run(&["-Q", "-h"]), Err("invalid option -- 'Q'".into()));
+    }
+
+    #[test]
+    fn every_long_option_works() {
+        for (long, short) in super::LONG_OPTIONS {
+            let takes_value = "pUlumctRbBIPo".contains(*short);
+            let value = match short {
+                'l' => "127.0.0.1",
+                'u' => "nobody",
+                'B' => "ascii",
+                'I' => "2m",
+                'P' => "/tmp/x.pid",
+                'o' => "modern",
+                _ => "7",
+            };
+            let long_form: Vec<String> = if takes_value {
+                vec![format!("--{long}={value}")]
+            } else {
+                vec![format!("--{long}")]
+            };
+            let short_form: Vec<String> = if takes_value {
+                vec![format!("-{short}"), value.to_string()]
+            } else {
+                vec![format!("-{short}")]
+            };
+            let l = load(long_form.iter().map(Into::into));
+            let s = load(short_form.iter().map(Into::into));
+            // Same outcome; errors differ only by the flag's spelling.
+            match (l, s) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "--{long}"),
+                (Err(a), Err(b)) => assert_eq!(
+                    a.0.replacen(&format!("--{long}"), &format!("-{short}"), 1),
+                    b.0,
+                    "--{long}"
+                ),
+                (a, b) => panic!("--{long}: {a:?} vs -{short}: {b:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn listen_localhost_is_loopback() {
+        let Ok(Action::Run(s)) = run(&["-l", "localhost,::1"]) else {
+            panic!()
+        };
+        assert_eq!(
+            s.listen,
+            vec![IpAddr::from([127, 0, 0, 1]), "::1".parse().unwrap()]
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! Settings: defaults < TOML file (`--config FILE`) < command-line flags,
+//! validated into one [`Settings`] value before anything starts.
+//!
+//! - `cli.rs` reads memcached's flags, `file.rs` the TOML file; each only
+//!   gathers the values it is given, noting where each came from;
+//! - `validate.rs` holds every rule, so that a value is checked the same way
+//!   (and named in the error) whether a flag or a key gave it.
+//!
+//! The reference for operators is docs/configuration.md.
+
+pub mod cli;
+pub mod file;
+mod validate;
+
+pub use validate::SEED_ITEM_OVERHEAD;
+
+use std::ffi::OsString;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the daemon needs to start, already validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `-p`: TCP port (11211). `0` = no TCP (unsupported for now: refused), `-1`
+    /// is not kept here: the ephemeral port is resolved to 0 for bind().
+    pub port: u16,
+    /// `-l`: listen addresses (127.0.0.1 by default, unlike memcached's any-address:
+    /// a cache should not face the network unless told to).
+    pub listen: Vec<IpAddr>,
+    /// `-m`: item memory in bytes (64 MiB).
+    pub memory_limit: u64,
+    /// `-M`: answer `SERVER_ERROR out of memory` instead of evicting.
+    pub evictions: bool,
+    /// `-c`: max simultaneous connections per instance (1024).
+    pub max_connections: u32,
+    /// `-t`: worker processes (4).
+    pub workers: u32,
+    /// `-I`: max item size in bytes (1 MiB).
+    pub item_size_max: u32,
+    /// `-v` count (0..=3).
+    pub verbosity: u8,
+    /// `-C` clears it.
+    pub cas_enabled: bool,
+    /// `-F` clears it.
+    pub flush_enabled: bool,
+    /// `-A` sets it.
+    pub shutdown_enabled: bool,
+    /// `-b`: listen backlog (1024).
+    pub backlog: u32,
+    /// `-B`: `auto` or `ascii` (binary comes with a later issue: refused for now).
+    pub protocol: crate::protocol::Dialect,
+    /// `-R`: max requests handled per connection per event (20).
+    pub reqs_per_event: u32,
+    /// `-P`: pid file of the supervisor.
+    pub pid_file: Option<PathBuf>,
+    /// `-u`: user to run as when started as root.
+    pub user: Option<String>,
+    /// How long SIGTERM waits for workers to finish in-flight requests (5 s).
+    pub drain_timeout: Duration,
+    /// `-o idle_timeout=<s>`: close connections idle that long (0 = never).
+    pub idle_timeout: Duration,
+    /// The seed dialect's element size (largest `SET` value); by default the
+    /// largest value that fits in `item_size_max`.
+    pub seed_element_size: Option<u32>,
+    /// The seed's `num_elements`: when given, memory is sized so that this many
+    /// items of `seed_element_size` fit.
+    pub seed_num_elements: Option<u64>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            port: 11211,
+            listen: vec![IpAddr::from([127, 0, 0, 1])],
+            memory_limit: 64 << 20,
+            evictions: true,
+            max_connections: 1024,
+            workers: 4,
+            item_size_max: 1 << 20,
+            verbosity: 0,
+            cas_enabled: true,
+            flush_enabled: true,
+            shutdown_enabled: false,
+            backlog: 1024,
+            protocol: crate::protocol::Dialect::Auto,
+            reqs_per_event: 20,
+            pid_file: None,
+            user: None,
+            drain_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::ZERO,
+            seed_element_size: None,
+            seed_num_elements: None,
+        }
+    }
+}
+
+/// What `main` should do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Start the daemon with these settings.
+    Run(Box<Settings>),
+    /// Print this text on stdout and exit 0 (`-h`, `-V`).
+    Print(String),
+}
+
+/// A bad flag, value, or config file: one line, naming the flag or the TOML
+/// key and its line. `main` prints it and exits 64 (EX_USAGE) / 78 (EX_CONFIG).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    /// The exit status for this error: 78 (EX_CONFIG) when the config file is
+    /// at fault (its errors start with `config error:`), 64 (EX_USAGE) for a
+    /// bad command line.
+    pub fn exit_code(&self) -> i32 {
+        if self.0.starts_with("config error:") {
+            78
+        } else {
+            64
+        }
+    }
+}
+
+/// Build the settings from the command line (without argv[0]): defaults,
+/// then the `--config` file if given, then the flags, whatever their order;
+/// then check the result as a whole.
+pub fn load(args: impl IntoIterator<Item = OsString>) -> Result<Action, ConfigError> {
+    let (config, flags) = match cli::parse(args)? {
+        cli::CommandLine::Print(text) => return Ok(Action::Print(text)),
+        cli::CommandLine::Run { config, flags } => (config, flags),
+    };
+    let raw = match config {
+        Some(path) => file::load(&path)?.overridden_by(*flags),
+        None => *flags,
+    };
+    Ok(Action::Run(Box::new(raw.validate()?)))
+}

@@ -1,0 +1,170 @@
+//! Bytes <-> commands. Pure: no I/O, no knowledge of the segment.
+//!
+//! The worker hands a connection's read buffer to [`parse`]; it gets back one
+//! [`Parsed`] at a time (a command, an error reply to send, or "need more bytes")
+//! and renders replies with the functions in [`reply`].
+//!
+//! Two dialects share one parser entry point:
+//! - memcached's classic text protocol (`text.rs`), byte for byte as memcached 1.6.18;
+//! - the seed's dialect (`seed.rs`): a line whose first word is `SET`, `GET` or
+//!   `DELETE` in upper case. Its replies are rendered by `reply::seed_*` and the
+//!   connection closes after each one.
+
+pub mod reply;
+pub mod seed;
+pub mod text;
+
+/// Longest key memcached accepts (`KEY_MAX_LENGTH`).
+pub const KEY_MAX_LENGTH: usize = 250;
+/// A command line longer than this without a newline closes the connection
+/// (unless it starts with `get `/`gets `).
+pub const LINE_MAX: usize = 2048;
+
+/// How a storage command treats an existing item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreMode {
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+    /// `cas`: store only if the item's cas-unique still equals the given one.
+    Cas,
+}
+
+/// One request, borrowing from the connection's read buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// `get`/`gets` (`with_cas`), and `gat`/`gats` when `touch` holds the exptime.
+    /// `keys` is the rest of the line: one or more keys separated by spaces, each
+    /// already checked (<= 250 bytes); iterate with [`keys`].
+    Get {
+        keys: &'a [u8],
+        with_cas: bool,
+        touch: Option<i64>,
+    },
+    /// set/add/replace/append/prepend/cas with its data block (without the
+    /// trailing `\r\n`). `cas_unique` is 0 except for [`StoreMode::Cas`].
+    Store {
+        mode: StoreMode,
+        key: &'a [u8],
+        flags: u32,
+        exptime: i64,
+        data: &'a [u8],
+        cas_unique: u64,
+        noreply: bool,
+    },
+    Delete {
+        key: &'a [u8],
+        noreply: bool,
+    },
+    /// incr (`incr == true`) or decr.
+    Arith {
+        key: &'a [u8],
+        delta: u64,
+        incr: bool,
+        noreply: bool,
+    },
+    Touch {
+        key: &'a [u8],
+        exptime: i64,
+        noreply: bool,
+    },
+    /// `flush_all [delay] [noreply]`; delay 0 = now.
+    FlushAll {
+        delay: i64,
+        noreply: bool,
+    },
+    Version,
+    Verbosity {
+        level: u32,
+        noreply: bool,
+    },
+    /// `stats [group ...]`: `args` is the rest of the line after `stats` (may be empty).
+    Stats {
+        args: &'a [u8],
+    },
+    /// `shutdown [graceful]`; only parsed when [`Limits::shutdown_enabled`].
+    Shutdown {
+        graceful: bool,
+    },
+    Quit,
+    /// The seed's `SET <name> <size>` with its `size` data bytes.
+    SeedSet {
+        name: &'a [u8],
+        data: &'a [u8],
+    },
+    /// The seed's `GET <name>`.
+    SeedGet {
+        name: &'a [u8],
+    },
+    /// The seed's `DELETE <name>`.
+    SeedDelete {
+        name: &'a [u8],
+    },
+}
+
+/// What the parser made of the front of the buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    /// A complete command that took `consumed` bytes off the buffer.
+    Command {
+        command: Command<'a>,
+        consumed: usize,
+    },
+    /// Not enough bytes yet: read more and call again with the same buffer start.
+    /// (A line over [`LINE_MAX`] without a newline is not `Incomplete`: it is an
+    /// `Error` with `close`.)
+    Incomplete,
+    /// The request was bad. Send `reply` (may be empty, e.g. noreply or a silent
+    /// close), drop `consumed` bytes, then drop `swallow` more bytes as they arrive
+    /// (memcached's conn_swallow for a too-large value), then close the
+    /// connection if `close`.
+    Error {
+        reply: &'static [u8],
+        consumed: usize,
+        swallow: usize,
+        close: bool,
+        /// memcached deletes the old item under a key whose new value it refused
+        /// as too large; the worker does that for this key.
+        unlink: Option<&'a [u8]>,
+    },
+}
+
+/// Which dialects a listener accepts (`-B`). Binary is a later issue; `auto`
+/// behaves as `ascii` for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Auto,
+    Ascii,
+}
+
+/// Limits the parser needs from the settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `-I`: an item (memcached's header + key + value, see
+    /// `text::item_too_large`) above this is answered
+    /// `SERVER_ERROR object too large for cache` and its data swallowed.
+    pub item_size_max: usize,
+    /// `-C` turns cas off, which makes memcached's item header 8 bytes smaller.
+    pub cas_enabled: bool,
+    /// The seed dialect's element size: `SET` sizes above it are `ERR INVALID_SIZE`.
+    pub seed_element_size: usize,
+    /// `-A`: without it memcached answers every `shutdown`, whatever its
+    /// arguments, with `ERROR: shutdown not enabled` (checked before the mode).
+    pub shutdown_enabled: bool,
+}
+
+/// Parse the request at the start of `buf`.
+pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
+    if seed::is_seed_request(buf) {
+        seed::parse(buf, limits)
+    } else {
+        text::parse(buf, limits)
+    }
+}
+
+/// The keys of a `Command::Get` (split on runs of spaces).
+pub fn keys(list: &[u8]) -> impl Iterator<Item = &[u8]> {
+    list.split(|&b| b == b' ').filter(|k| !k.is_empty())
+}

@@ -1,0 +1,83 @@
+//! An item as it lies in the arena: a 48-byte header, then the key, then the
+//! value (without memcached's trailing `\r\n`).
+//!
+//! Every header field is an atomic, so that a `&Item` is sound whatever other
+//! processes do; the protocol that keeps the *contents* coherent is:
+//! - a chunk is written only while it is `INFLIGHT` and by its owner;
+//! - it is published into a hash chain with one store, and is never written
+//!   again except for single-word fields (`exptime`, `time`, `word`) and the
+//!   LRU links (under its class lock);
+//! - hash chains are read and changed only under their stripe lock.
+
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+
+/// Size of [`Item`] in bytes.
+pub const ITEM_HEADER: usize = 48;
+
+/// Chunk states (low byte of `word`).
+pub const FREE: u32 = 0;
+pub const LINKED: u32 = 1;
+pub const INFLIGHT: u32 = 2;
+/// Bit in `word`: the item was read at least once since it was stored.
+pub const FETCHED: u32 = 1 << 8;
+
+#[repr(C)]
+pub struct Item {
+    /// Next item id in the hash chain; next free chunk while FREE.
+    pub next: AtomicU32,
+    pub lru_prev: AtomicU32,
+    pub lru_next: AtomicU32,
+    /// Hash of the key (its bucket and stripe follow from it).
+    pub hash: AtomicU32,
+    /// Last access, unix seconds (bumped at most once a minute, as memcached).
+    pub time: AtomicU32,
+    /// Unix second at which the item dies; 0 = never.
+    pub exptime: AtomicU32,
+    pub flags: AtomicU32,
+    pub nbytes: AtomicU32,
+    pub cas: AtomicU64,
+    /// state (bits 0-7) | FETCHED (bit 8) | owner slot while INFLIGHT (bits 16-31).
+    pub word: AtomicU32,
+    pub nkey: AtomicU8,
+    pub class: AtomicU8,
+    _pad: [u8; 2],
+}
+
+const _: () = assert!(size_of::<Item>() == ITEM_HEADER);
+
+impl Item {
+    pub fn state(&self) -> u32 {
+        self.word.load(Relaxed) & 0xff
+    }
+
+    pub fn owner(&self) -> u32 {
+        self.word.load(Relaxed) >> 16
+    }
+
+    pub fn is_dead(&self, now: u32, oldest_live: u32, oldest_cas: u64) -> bool {
+        let exp = self.exptime.load(Relaxed);
+        if exp != 0 && exp <= now {
+            return true;
+        }
+        self.is_flushed(now, oldest_live, oldest_cas)
+    }
+
+    /// memcached's item_is_flushed.
+    pub fn is_flushed(&self, now: u32, oldest_live: u32, oldest_cas: u64) -> bool {
+        if oldest_live == 0 || oldest_live > now {
+            return false;
+        }
+        let cas = self.cas.load(Relaxed);
+        self.time.load(Relaxed) <= oldest_live || (oldest_cas != 0 && cas != 0 && cas < oldest_cas)
+    }
+
+    /// Bytes this item accounts for (memcached's `bytes` stat counts whole items).
+    pub fn total_size(&self) -> u64 {
+        (ITEM_HEADER + self.nkey.load(Relaxed) as usize + self.nbytes.load(Relaxed) as usize) as u64
+    }
+}
+
+/// Bytes an item of this key and value length takes.
+pub fn item_size(nkey: usize, nbytes: usize) -> usize {
+    ITEM_HEADER + nkey + nbytes
+}

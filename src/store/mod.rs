@@ -1,0 +1,897 @@
+//! The hashtable in the shared segment: items, striped robust locks, slab
+//! memory with LRU eviction. All of the crate's shared-memory `unsafe` lives here.
+//!
+//! Locking rules (they make deadlock impossible and crashes survivable):
+//! - a hash chain is read or changed only under its stripe lock;
+//! - a slab class's lists are changed only under its class lock;
+//! - order: stripe, then class. A class-lock holder only *tries* stripe locks
+//!   (eviction), so it never waits on a stripe;
+//! - values are copied out while the stripe lock is held, so no reference to
+//!   an item outlives the lock (no refcounts that a dead worker could leak);
+//! - an item is written aside (INFLIGHT) and published with one store of its id.
+
+pub mod item;
+pub mod lock;
+pub mod segment;
+pub mod slab;
+pub mod stats;
+
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering::Relaxed, Ordering::Release};
+
+use crate::protocol::StoreMode;
+use item::{FETCHED, ITEM_HEADER, Item, LINKED, item_size};
+use lock::RobustMutex;
+use segment::{Header, Layout, LayoutParams, Segment, WorkerSlot};
+use slab::{AllocError, SlabClass};
+use stats::{Counter, Counters};
+
+/// "No page" in a class's `cur_page`.
+pub(crate) const NONE: u32 = u32::MAX;
+/// memcached's REALTIME_MAXDELTA: larger exptimes are absolute unix times.
+const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
+/// memcached bumps an item in the LRU at most this often (ITEM_UPDATE_INTERVAL).
+const UPDATE_INTERVAL: u32 = 60;
+
+/// What the store is built from.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreParams {
+    pub layout: LayoutParams,
+    /// `-M` turns evictions off.
+    pub evictions: bool,
+    /// `-C` turns cas off (every cas-unique is 0).
+    pub cas_enabled: bool,
+}
+
+/// Outcome of a storage command, one per memcached reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreResult {
+    Stored,
+    NotStored,
+    Exists,
+    NotFound,
+    /// The item would be larger than the largest chunk.
+    TooLarge,
+    /// Nothing could be freed for it (`-M`, or all candidates busy).
+    NoMemory,
+}
+
+/// Outcome of incr/decr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArithResult {
+    Value(u64),
+    NotFound,
+    NonNumeric,
+    NoMemory,
+}
+
+/// A hit, borrowed from the segment while the stripe lock is held.
+pub struct Hit<'a> {
+    pub flags: u32,
+    pub cas: u64,
+    pub data: &'a [u8],
+}
+
+/// One process's view of the segment.
+pub struct Store {
+    seg: Segment,
+    layout: Layout,
+    evictions: bool,
+    cas_enabled: bool,
+    /// This process's worker slot (usize::MAX in the supervisor).
+    slot_index: usize,
+    arena: *mut u8,
+    arena_len: u64,
+    slots: &'static [WorkerSlot],
+    stripes: &'static [RobustMutex],
+    buckets: &'static [AtomicU32],
+    classes: &'static [SlabClass],
+    page_table: &'static [AtomicU8],
+}
+
+impl Store {
+    /// Create the segment and lay it out (supervisor, before any fork).
+    pub fn create(p: StoreParams) -> Result<Store, String> {
+        let layout = Layout::new(p.layout)?;
+        let seg = Segment::create(layout.clone())?;
+        let base = seg.base();
+        let l = &layout;
+        // SAFETY: `Segment::create` mapped `l.total` bytes and laid out each of
+        // these regions at the offsets `Layout` computed (aligned, in bounds).
+        // The mapping stays for the life of the process: `Store` owns `seg` and
+        // is never dropped before exit, so the 'static borrows never dangle.
+        // Every element type is made of atomics or a process-shared mutex, so
+        // shared references are sound whatever other processes do.
+        let (slots, stripes, buckets, classes, page_table) = unsafe {
+            (
+                std::slice::from_raw_parts(
+                    base.add(l.off_slots as usize) as *const WorkerSlot,
+                    l.worker_slots as usize,
+                ),
+                std::slice::from_raw_parts(
+                    base.add(l.off_stripes as usize) as *const RobustMutex,
+                    l.stripes as usize,
+                ),
+                std::slice::from_raw_parts(
+                    base.add(l.off_buckets as usize) as *const AtomicU32,
+                    1usize << l.bucket_bits,
+                ),
+                std::slice::from_raw_parts(
+                    base.add(l.off_classes as usize) as *const SlabClass,
+                    l.class_sizes.len(),
+                ),
+                std::slice::from_raw_parts(
+                    base.add(l.off_pages as usize) as *const AtomicU8,
+                    l.page_count as usize,
+                ),
+            )
+        };
+        // SAFETY: off_arena is inside the mapping (see Layout::new).
+        let arena = unsafe { base.add(l.off_arena as usize) };
+        let arena_len = l.page_count as u64 * l.page_size;
+        Ok(Store {
+            seg,
+            layout,
+            evictions: p.evictions,
+            cas_enabled: p.cas_enabled,
+            slot_index: usize::MAX,
+            arena,
+            arena_len,
+            slots,
+            stripes,
+            buckets,
+            classes,
+            page_table,
+        })
+    }
+
+    /// In a freshly forked worker: never remove the segment on exit, and act
+    /// for `slot` from now on.
+    pub fn become_worker(&mut self, slot: usize) {
+        self.seg.disown();
+        self.act_as_slot(slot);
+    }
+
+    /// Count and allocate as worker `slot` (tests use this without forking).
+    pub fn act_as_slot(&mut self, slot: usize) {
+        assert!(slot < self.slots.len(), "worker slot {slot} out of range");
+        self.slot_index = slot;
+    }
+
+    pub fn segment_path(&self) -> String {
+        self.seg.path()
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn header(&self) -> &Header {
+        self.seg.header()
+    }
+
+    pub fn slot_at(&self, i: usize) -> &WorkerSlot {
+        &self.slots[i]
+    }
+
+    pub fn slots(&self) -> &[WorkerSlot] {
+        self.slots
+    }
+
+    /// This worker's slot.
+    pub fn slot(&self) -> &WorkerSlot {
+        &self.slots[self.slot_index]
+    }
+
+    /// This worker's counters.
+    pub fn counters(&self) -> &Counters {
+        &self.slot().counters
+    }
+
+    /// A counter summed over all workers.
+    pub fn total(&self, c: Counter) -> u64 {
+        self.slots.iter().map(|s| s.counters.get(c)).sum()
+    }
+
+    // ---- commands ----
+
+    /// Look `key` up; on a hit call `visit` with the item while it is locked.
+    /// `touch` (gat) sets a new exptime first.
+    pub fn get(&self, key: &[u8], touch: Option<i64>, visit: impl FnOnce(Hit<'_>)) -> bool {
+        let now = unix_now();
+        let hash = hash_key(key);
+        let _s = self.stripe_for(hash).lock().repaired_trivially();
+        let Some((_, id)) = self.lookup(hash, key, now) else {
+            return false;
+        };
+        let it = self.item(id);
+        if let Some(exptime) = touch {
+            it.exptime
+                .store(expiry(exptime, now, self.started()), Relaxed);
+        }
+        it.word.fetch_or(FETCHED, Relaxed);
+        visit(Hit {
+            flags: it.flags.load(Relaxed),
+            cas: it.cas.load(Relaxed),
+            data: self.value(id),
+        });
+        self.bump_if_due(id, now);
+        true
+    }
+
+    /// set/add/replace/append/prepend/cas.
+    pub fn store(
+        &self,
+        mode: StoreMode,
+        key: &[u8],
+        flags: u32,
+        exptime: i64,
+        data: &[u8],
+        cas_unique: u64,
+    ) -> StoreResult {
+        let now = unix_now();
+        let hash = hash_key(key);
+        let _s = self.stripe_for(hash).lock().repaired_trivially();
+        let found = self.lookup(hash, key, now);
+        let old = found.map(|(_, id)| self.item(id));
+        match (mode, old) {
+            (StoreMode::Add, Some(_)) => {
+                self.bump_if_due(found.unwrap().1, now);
+                return StoreResult::NotStored;
+            }
+            (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => {
+                return StoreResult::NotStored;
+            }
+            (StoreMode::Cas, None) => return StoreResult::NotFound,
+            (StoreMode::Cas, Some(it)) if it.cas.load(Relaxed) != cas_unique => {
+                return StoreResult::Exists;
+            }
+            _ => {}
+        }
+        let (flags, exptime, old_value) = match (mode, found) {
+            (StoreMode::Append | StoreMode::Prepend, Some((_, id))) => {
+                let it = self.item(id);
+                (
+                    it.flags.load(Relaxed),
+                    it.exptime.load(Relaxed),
+                    self.value(id),
+                )
+            }
+            _ => (flags, expiry(exptime, now, self.started()), &[][..]),
+        };
+        let concat = matches!(mode, StoreMode::Append | StoreMode::Prepend);
+        let nbytes = data.len() + old_value.len();
+        let new = match self.alloc_item(key, hash, nbytes, now) {
+            Ok(id) => id,
+            Err(e) => {
+                if mode == StoreMode::Set {
+                    // memcached drops the stale value rather than keep serving it.
+                    if let Some((link, id)) = found {
+                        self.unlink_and_free(link, id);
+                    }
+                }
+                return match (concat, e) {
+                    (true, _) => StoreResult::NotStored,
+                    (false, StoreResult::TooLarge) => StoreResult::TooLarge,
+                    _ => StoreResult::NoMemory,
+                };
+            }
+        };
+        let (first, second) = if mode == StoreMode::Prepend {
+            (data, old_value)
+        } else {
+            (old_value, data)
+        };
+        self.fill_item(new, key, flags, exptime, &[first, second]);
+        self.publish(hash, new, found);
+        StoreResult::Stored
+    }
+
+    /// delete: true if the key was there.
+    pub fn delete(&self, key: &[u8]) -> bool {
+        let now = unix_now();
+        let hash = hash_key(key);
+        let _s = self.stripe_for(hash).lock().repaired_trivially();
+        match self.lookup(hash, key, now) {
+            Some((link, id)) => {
+                self.unlink_and_free(link, id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// touch: set a new exptime; true if the key was there.
+    pub fn touch(&self, key: &[u8], exptime: i64) -> bool {
+        let now = unix_now();
+        let hash = hash_key(key);
+        let _s = self.stripe_for(hash).lock().repaired_trivially();
+        match self.lookup(hash, key, now) {
+            Some((_, id)) => {
+                self.item(id)
+                    .exptime
+                    .store(expiry(exptime, now, self.started()), Relaxed);
+                self.bump_if_due(id, now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// incr/decr as memcached: unsigned 64-bit, incr wraps, decr stops at 0; a
+    /// result no longer than the old value is space-padded to its length.
+    pub fn arith(&self, key: &[u8], incr: bool, delta: u64) -> ArithResult {
+        let now = unix_now();
+        let hash = hash_key(key);
+        let _s = self.stripe_for(hash).lock().repaired_trivially();
+        let Some((link, id)) = self.lookup(hash, key, now) else {
+            return ArithResult::NotFound;
+        };
+        let old = self.value(id);
+        let Some(value) = parse_counter(old) else {
+            return ArithResult::NonNumeric;
+        };
+        let value = if incr {
+            value.wrapping_add(delta)
+        } else {
+            value.saturating_sub(delta)
+        };
+        let mut digits = [b' '; 20];
+        let n = write_decimal(&mut digits, value);
+        let len = if n <= old.len() { old.len() } else { n };
+        let mut padded = [b' '; 24];
+        let mut buf: Vec<u8>;
+        let bytes: &[u8] = if len <= padded.len() {
+            padded[..n].copy_from_slice(&digits[..n]);
+            &padded[..len]
+        } else {
+            buf = vec![b' '; len];
+            buf[..n].copy_from_slice(&digits[..n]);
+            &buf
+        };
+        let it = self.item(id);
+        let (flags, exptime) = (it.flags.load(Relaxed), it.exptime.load(Relaxed));
+        let new = match self.alloc_item(key, hash, bytes.len(), now) {
+            Ok(new) => new,
+            Err(_) => return ArithResult::NoMemory,
+        };
+        self.fill_item(new, key, flags, exptime, &[bytes]);
+        self.publish(hash, new, Some((link, id)));
+        ArithResult::Value(value)
+    }
+
+    /// flush_all [delay], exactly as memcached computes its marks.
+    pub fn flush_all(&self, delay: i64) {
+        let now = unix_now();
+        let new_oldest = if delay > 0 {
+            expiry(delay, now, self.started())
+        } else {
+            now
+        };
+        let h = self.header();
+        if self.cas_enabled {
+            let oldest_live = new_oldest.saturating_sub(1);
+            h.oldest_live.store(oldest_live, Relaxed);
+            if oldest_live <= now {
+                h.oldest_cas.store(self.next_cas(), Relaxed);
+            }
+        } else {
+            h.oldest_live.store(new_oldest, Relaxed);
+        }
+    }
+
+    /// Items held and their bytes, over all classes.
+    pub fn items_and_bytes(&self) -> (u64, u64) {
+        self.class_counts()
+    }
+
+    // ---- internals ----
+
+    fn started(&self) -> u32 {
+        self.header().started.load(Relaxed) as u32
+    }
+
+    fn flush_marks(&self) -> (u32, u64) {
+        let h = self.header();
+        (h.oldest_live.load(Relaxed), h.oldest_cas.load(Relaxed))
+    }
+
+    fn next_cas(&self) -> u64 {
+        self.header().cas.fetch_add(1, Relaxed) + 1
+    }
+
+    /// An INFLIGHT chunk big enough for this item.
+    fn alloc_item(
+        &self,
+        key: &[u8],
+        hash: u32,
+        nbytes: usize,
+        now: u32,
+    ) -> Result<u32, StoreResult> {
+        let size = item_size(key.len(), nbytes);
+        let class = self.class_for(size).ok_or(StoreResult::TooLarge)?;
+        self.alloc(class, hash, size as u64, now)
+            .map_err(|AllocError::OutOfMemory| StoreResult::NoMemory)
+    }
+
+    /// Write an INFLIGHT item's header, key and value (the value given in parts).
+    fn fill_item(&self, id: u32, key: &[u8], flags: u32, exptime: u32, parts: &[&[u8]]) {
+        let it = self.item(id);
+        let nbytes: usize = parts.iter().map(|p| p.len()).sum();
+        it.flags.store(flags, Relaxed);
+        it.exptime.store(exptime, Relaxed);
+        it.nkey.store(key.len() as u8, Relaxed);
+        it.nbytes.store(nbytes as u32, Relaxed);
+        let cas = if self.cas_enabled { self.next_cas() } else { 0 };
+        it.cas.store(cas, Relaxed);
+        let dst = self.item_ptr(id);
+        // SAFETY: the chunk is INFLIGHT and owned by us (no other process
+        // reads or writes it until `publish`), and its class's chunk size
+        // holds ITEM_HEADER + key + value (checked by `alloc_item`). The
+        // sources are the caller's buffers or a LINKED item's value, which
+        // never overlaps an INFLIGHT chunk.
+        unsafe {
+            let mut at = dst.add(ITEM_HEADER);
+            std::ptr::copy_nonoverlapping(key.as_ptr(), at, key.len());
+            at = at.add(key.len());
+            for p in parts {
+                std::ptr::copy_nonoverlapping(p.as_ptr(), at, p.len());
+                at = at.add(p.len());
+            }
+        }
+    }
+
+    /// Make INFLIGHT item `new` visible with one store, replacing `old` (the
+    /// link that points at it, and its id) when there is one.
+    fn publish(&self, hash: u32, new: u32, old: Option<(&AtomicU32, u32)>) {
+        let it = self.item(new);
+        match old {
+            Some((link, old_id)) => {
+                it.next.store(self.item(old_id).next.load(Relaxed), Relaxed);
+                link.store(new, Release);
+            }
+            None => {
+                let bucket = self.bucket(hash);
+                it.next.store(bucket.load(Relaxed), Relaxed);
+                bucket.store(new, Release);
+            }
+        }
+        it.word.store(LINKED, Release);
+        self.slot().inflight.store(0, Relaxed);
+        self.counters().incr(Counter::total_items);
+        if let Some((_, old_id)) = old {
+            self.free(old_id);
+        }
+    }
+
+    fn unlink_and_free(&self, link: &AtomicU32, id: u32) {
+        link.store(self.item(id).next.load(Relaxed), Release);
+        self.free(id);
+    }
+
+    /// Find a live item for `key` in its chain (stripe lock held). A dead one
+    /// (expired or flushed) found on the way is unlinked and freed.
+    fn lookup(&self, hash: u32, key: &[u8], now: u32) -> Option<(&AtomicU32, u32)> {
+        let mut link = self.bucket(hash);
+        loop {
+            let id = link.load(Relaxed);
+            if id == 0 || !self.valid_id(id) {
+                return None;
+            }
+            let it = self.item(id);
+            if it.hash.load(Relaxed) == hash && self.key(id) == key {
+                let (oldest_live, oldest_cas) = self.flush_marks();
+                if it.is_dead(now, oldest_live, oldest_cas) {
+                    let c = if it.is_flushed(now, oldest_live, oldest_cas) {
+                        Counter::get_flushed
+                    } else {
+                        Counter::get_expired
+                    };
+                    self.counters().incr(c);
+                    self.unlink_and_free(link, id);
+                    return None;
+                }
+                return Some((link, id));
+            }
+            link = &it.next;
+        }
+    }
+
+    /// Remove `id` from its chain if it is there (stripe lock held).
+    pub(super) fn unlink_from_chain(&self, hash: u32, id: u32) -> bool {
+        let mut link = self.bucket(hash);
+        loop {
+            let cur = link.load(Relaxed);
+            if cur == 0 || !self.valid_id(cur) {
+                return false;
+            }
+            let next = &self.item(cur).next;
+            if cur == id {
+                link.store(next.load(Relaxed), Release);
+                return true;
+            }
+            link = next;
+        }
+    }
+
+    pub(super) fn chain_contains(&self, hash: u32, id: u32) -> bool {
+        let mut cur = self.bucket(hash).load(Relaxed);
+        while cur != 0 && self.valid_id(cur) {
+            if cur == id {
+                return true;
+            }
+            cur = self.item(cur).next.load(Relaxed);
+        }
+        false
+    }
+
+    fn bump_if_due(&self, id: u32, now: u32) {
+        if self
+            .item(id)
+            .time
+            .load(Relaxed)
+            .saturating_add(UPDATE_INTERVAL)
+            <= now
+        {
+            self.lru_bump(id, now);
+        }
+    }
+
+    fn bucket(&self, hash: u32) -> &AtomicU32 {
+        &self.buckets[hash as usize & ((1usize << self.layout.bucket_bits) - 1)]
+    }
+
+    pub(super) fn stripe_for(&self, hash: u32) -> &RobustMutex {
+        let bucket = hash as usize & ((1usize << self.layout.bucket_bits) - 1);
+        &self.stripes[bucket % self.stripes.len()]
+    }
+
+    pub(super) fn valid_id(&self, id: u32) -> bool {
+        id != 0 && ((id - 1) as u64) * 8 + ITEM_HEADER as u64 <= self.arena_len
+    }
+
+    fn item_ptr(&self, id: u32) -> *mut u8 {
+        assert!(self.valid_id(id), "item id {id} outside the arena");
+        // SAFETY: checked just above that the header lies inside the arena.
+        unsafe { self.arena.add((id as usize - 1) * 8) }
+    }
+
+    pub(super) fn item(&self, id: u32) -> &Item {
+        // SAFETY: item_ptr checks bounds; ids are multiples of 8 bytes from a
+        // page-aligned arena, so the header is aligned; Item is all atomics.
+        unsafe { &*(self.item_ptr(id) as *const Item) }
+    }
+
+    fn key(&self, id: u32) -> &[u8] {
+        let it = self.item(id);
+        let nkey = it.nkey.load(Relaxed) as usize;
+        self.bytes_after_header(id, 0, nkey)
+    }
+
+    fn value(&self, id: u32) -> &[u8] {
+        let it = self.item(id);
+        let nkey = it.nkey.load(Relaxed) as usize;
+        self.bytes_after_header(id, nkey, it.nbytes.load(Relaxed) as usize)
+    }
+
+    /// `len` bytes at `skip` past the item header, clamped to its chunk.
+    fn bytes_after_header(&self, id: u32, skip: usize, len: usize) -> &[u8] {
+        let it = self.item(id);
+        let chunk = self.layout.class_sizes
+            [(it.class.load(Relaxed) as usize).min(self.layout.class_sizes.len() - 1)]
+            as usize;
+        let start = (ITEM_HEADER + skip).min(chunk);
+        let len = len.min(chunk - start);
+        // SAFETY: [start, start+len) lies inside the item's chunk, which lies
+        // inside the arena. Callers hold the item's stripe lock, and a LINKED
+        // item's bytes are never written (see item.rs), so nothing changes
+        // them while the slice lives.
+        unsafe { std::slice::from_raw_parts(self.item_ptr(id).add(start), len) }
+    }
+}
+
+/// The key hash; stable across processes and builds (xxh3, no seed).
+pub fn hash_key(key: &[u8]) -> u32 {
+    xxhash_rust::xxh3::xxh3_64(key) as u32
+}
+
+/// Now, in unix seconds (coarse clock: cheap, second resolution is all we need).
+pub fn unix_now() -> u32 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    ts.tv_sec as u32
+}
+
+/// memcached's exptime rules, as an absolute unix second (0 = never):
+/// negative = already expired; up to 30 days = relative; more = absolute,
+/// where a time at or before the server's start means already expired.
+pub fn expiry(exptime: i64, now: u32, started: u32) -> u32 {
+    match exptime {
+        0 => 0,
+        e if e < 0 => 1,
+        e if e <= REALTIME_MAXDELTA => now.saturating_add(e as u32),
+        e if e <= started as i64 => 1,
+        e => e.min(u32::MAX as i64) as u32,
+    }
+}
+
+/// memcached's safe_strtoull over a stored value followed by its `\r\n`:
+/// leading whitespace and a `+` are fine, digits must end at whitespace or the
+/// end of the value, `-` makes it non-numeric, overflow too. An empty value is
+/// non-numeric.
+pub fn parse_counter(v: &[u8]) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+    let mut i = v.iter().take_while(|&&b| is_space(b)).count();
+    let negative = v.get(i) == Some(&b'-');
+    if matches!(v.get(i), Some(b'+' | b'-')) {
+        i += 1;
+    }
+    let digits = v[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+    let end = i + digits;
+    let mut value: u64 = 0;
+    for &d in &v[i..end] {
+        value = value.checked_mul(10)?.checked_add((d - b'0') as u64)?;
+    }
+    if negative && value != 0 {
+        return None;
+    }
+    // strtoull's end pointer: at the first non-digit, or at the value's start
+    // when there were no digits. The byte there must be whitespace; past the
+    // value comes memcached's stored "\r\n", which is.
+    let stop = if digits == 0 { 0 } else { end };
+    match v.get(stop) {
+        None => Some(value),
+        Some(&b) if is_space(b) => Some(value),
+        _ => None,
+    }
+}
+
+/// Write `n` in decimal at the start of `buf`; returns the length.
+fn write_decimal(buf: &mut [u8; 20], mut n: u64) -> usize {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let len = tmp.len() - i;
+    buf[..len].copy_from_slice(&tmp[i..]);
+    len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(memory_mb: u64, evictions: bool) -> Store {
+        let mut s = Store::create(StoreParams {
+            layout: LayoutParams {
+                memory_limit: memory_mb << 20,
+                item_size_max: 1 << 20,
+                workers: 2,
+            },
+            evictions,
+            cas_enabled: true,
+        })
+        .unwrap();
+        s.act_as_slot(0);
+        s
+    }
+
+    fn get(s: &Store, key: &[u8]) -> Option<(u32, Vec<u8>)> {
+        let mut out = None;
+        s.get(key, None, |h| out = Some((h.flags, h.data.to_vec())));
+        out
+    }
+
+    #[test]
+    fn set_get_replace_delete() {
+        let s = store(4, true);
+        assert_eq!(get(&s, b"k"), None);
+        assert_eq!(
+            s.store(StoreMode::Set, b"k", 7, 0, b"v1", 0),
+            StoreResult::Stored
+        );
+        assert_eq!(get(&s, b"k"), Some((7, b"v1".to_vec())));
+        assert_eq!(
+            s.store(StoreMode::Add, b"k", 0, 0, b"x", 0),
+            StoreResult::NotStored
+        );
+        assert_eq!(
+            s.store(StoreMode::Append, b"k", 0, 0, b"++", 0),
+            StoreResult::Stored
+        );
+        assert_eq!(
+            s.store(StoreMode::Prepend, b"k", 0, 0, b"--", 0),
+            StoreResult::Stored
+        );
+        assert_eq!(get(&s, b"k"), Some((7, b"--v1++".to_vec())));
+        assert_eq!(s.items_and_bytes().0, 1);
+        assert!(s.delete(b"k"));
+        assert!(!s.delete(b"k"));
+        assert_eq!(s.items_and_bytes(), (0, 0));
+        assert_eq!(
+            s.store(StoreMode::Replace, b"k", 0, 0, b"x", 0),
+            StoreResult::NotStored
+        );
+    }
+
+    #[test]
+    fn cas_and_arith() {
+        let s = store(4, true);
+        s.store(StoreMode::Set, b"n", 0, 0, b"10", 0);
+        let mut cas = 0;
+        s.get(b"n", None, |h| cas = h.cas);
+        assert_eq!(
+            s.store(StoreMode::Cas, b"n", 0, 0, b"11", cas + 1),
+            StoreResult::Exists
+        );
+        assert_eq!(
+            s.store(StoreMode::Cas, b"n", 0, 0, b"10", cas),
+            StoreResult::Stored
+        );
+        assert_eq!(
+            s.store(StoreMode::Cas, b"zz", 0, 0, b"1", cas),
+            StoreResult::NotFound
+        );
+        assert_eq!(s.arith(b"n", false, 1), ArithResult::Value(9));
+        assert_eq!(get(&s, b"n").unwrap().1, b"9 ");
+        s.store(StoreMode::Set, b"m", 0, 0, b"18446744073709551615", 0);
+        assert_eq!(s.arith(b"m", true, 1), ArithResult::Value(0));
+        assert_eq!(s.arith(b"x", true, 1), ArithResult::NotFound);
+        s.store(StoreMode::Set, b"t", 0, 0, b"abc", 0);
+        assert_eq!(s.arith(b"t", true, 1), ArithResult::NonNumeric);
+    }
+
+    #[test]
+    fn expired_items_are_gone() {
+        let s = store(4, true);
+        s.store(StoreMode::Set, b"e", 0, -1, b"v", 0);
+        assert_eq!(get(&s, b"e"), None);
+        s.store(StoreMode::Set, b"f", 0, 100, b"v", 0);
+        assert!(get(&s, b"f").is_some());
+        s.flush_all(0);
+        assert_eq!(get(&s, b"f"), None);
+        s.store(StoreMode::Set, b"g", 0, 0, b"after", 0);
+        assert!(get(&s, b"g").is_some());
+    }
+
+    #[test]
+    fn filling_evicts_least_recently_used() {
+        let s = store(2, true);
+        let value = [b'x'; 1000];
+        for i in 0..10_000u32 {
+            let key = format!("key{i}");
+            assert_eq!(
+                s.store(StoreMode::Set, key.as_bytes(), 0, 0, &value, 0),
+                StoreResult::Stored
+            );
+        }
+        assert!(s.total(Counter::evictions) > 0);
+        assert!(get(&s, b"key9999").is_some());
+        assert_eq!(get(&s, b"key0"), None);
+        let (items, bytes) = s.items_and_bytes();
+        assert!(
+            items > 0 && bytes <= 2 << 20,
+            "{items} items, {bytes} bytes"
+        );
+    }
+
+    #[test]
+    fn without_evictions_a_full_store_refuses() {
+        let s = store(2, false);
+        let value = [b'x'; 1000];
+        let mut refused = 0;
+        for i in 0..5_000u32 {
+            let key = format!("key{i}");
+            if s.store(StoreMode::Set, key.as_bytes(), 0, 0, &value, 0) == StoreResult::NoMemory {
+                refused += 1;
+            }
+        }
+        assert!(refused > 0);
+        assert!(get(&s, b"key0").is_some());
+    }
+
+    #[test]
+    fn too_large_is_refused_and_drops_the_old_value() {
+        let s = store(4, true);
+        s.store(StoreMode::Set, b"big", 0, 0, b"old", 0);
+        let huge = vec![0u8; 2 << 20];
+        assert_eq!(
+            s.store(StoreMode::Set, b"big", 0, 0, &huge, 0),
+            StoreResult::TooLarge
+        );
+        assert_eq!(get(&s, b"big"), None);
+    }
+
+    #[test]
+    fn a_dead_owner_of_a_class_lock_is_repaired() {
+        let s = store(4, true);
+        for i in 0..100u32 {
+            s.store(StoreMode::Set, format!("k{i}").as_bytes(), 0, 0, b"v", 0);
+        }
+        let c = s.class_for(item_size(2, 1)).unwrap();
+        // A child takes the class lock and dies holding it.
+        // SAFETY: the child only locks and exits; no threads exist in tests
+        // that could hold locks across fork in a way that matters here.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                std::mem::forget(s.class(c).lock.lock());
+                unsafe { libc::_exit(0) };
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                nix::sys::wait::waitpid(child, None).unwrap();
+            }
+        }
+        // Corrupt the lists the way a crash mid-edit could.
+        s.class(c).lru_head.store(0, Relaxed);
+        s.class(c).free_head.store(0, Relaxed);
+        assert_eq!(
+            s.store(StoreMode::Set, b"k1", 0, 0, b"w", 0),
+            StoreResult::Stored
+        );
+        assert_eq!(get(&s, b"k1").unwrap().1, b"w");
+        assert_eq!(s.items_and_bytes().0, 100);
+    }
+
+    #[test]
+    fn counter_values_follow_strtoull() {
+        let cases: &[(&[u8], Option<u64>)] = &[
+            (b"0", Some(0)),
+            (b"42", Some(42)),
+            (b" 42", Some(42)),
+            (b"42 ", Some(42)),
+            (b"12 abc", Some(12)),
+            (b"+7", Some(7)),
+            (b"-5", None),
+            (b"-0", Some(0)),
+            (b"12abc", None),
+            (b"abc", None),
+            (b"", None),
+            (b" ", Some(0)),
+            (b"18446744073709551615", Some(u64::MAX)),
+            (b"18446744073709551616", None),
+        ];
+        for &(v, want) in cases {
+            assert_eq!(
+                parse_counter(v),
+                want,
+                "value {:?}",
+                String::from_utf8_lossy(v)
+            );
+        }
+    }
+
+    #[test]
+    fn expiry_follows_memcached() {
+        let (now, started) = (1_800_000_000, 1_799_999_000);
+        assert_eq!(expiry(0, now, started), 0);
+        assert_eq!(expiry(-1, now, started), 1);
+        assert_eq!(expiry(10, now, started), now + 10);
+        assert_eq!(
+            expiry(REALTIME_MAXDELTA, now, started),
+            now + REALTIME_MAXDELTA as u32
+        );
+        assert_eq!(expiry(REALTIME_MAXDELTA + 1, now, started), 1);
+        assert_eq!(expiry(now as i64 + 100, now, started), now + 100);
+    }
+
+    #[test]
+    fn decimal() {
+        let mut b = [0u8; 20];
+        let n = write_decimal(&mut b, 0);
+        assert_eq!(&b[..n], b"0");
+        let n = write_decimal(&mut b, u64::MAX);
+        assert_eq!(&b[..n], b"18446744073709551615");
+    }
+}

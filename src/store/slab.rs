@@ -1,0 +1,359 @@
+//! Item memory: slab classes of fixed-size chunks carved from pages, a free
+//! list and an LRU list per class, eviction from the LRU tail.
+//!
+//! Crash consistency: every chunk's state (FREE / INFLIGHT / LINKED) is one
+//! word, and the lists are a cache of those states. A worker that dies holding
+//! a class lock leaves the lists possibly half-edited; the next locker sees
+//! EOWNERDEAD and rebuilds both lists from the chunk states ([`Store::rebuild_class`]).
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+
+use super::item::{FREE, INFLIGHT, LINKED};
+use super::lock::{Acquired, LockGuard, RobustMutex};
+use super::stats::Counter;
+use super::{NONE, Store};
+
+/// Most tail items looked at for one allocation (memcached: 5).
+const TAIL_SEARCH: usize = 5;
+
+/// One slab class. Mutable fields are changed only under `lock`.
+#[repr(C, align(64))]
+pub struct SlabClass {
+    pub lock: RobustMutex,
+    pub chunk_size: AtomicU32,
+    pub per_page: AtomicU32,
+    pub free_head: AtomicU32,
+    pub lru_head: AtomicU32,
+    pub lru_tail: AtomicU32,
+    /// Page being carved (NONE = none) and the next chunk index in it.
+    pub cur_page: AtomicU32,
+    pub cur_next: AtomicU32,
+    pub pages: AtomicU32,
+    pub curr_items: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+impl SlabClass {
+    /// # Safety
+    /// `this` points to zeroed, unshared segment memory laid out for a class.
+    pub unsafe fn init(this: *mut SlabClass, chunk_size: u32, per_page: u32) {
+        // SAFETY: by the caller's contract.
+        unsafe {
+            RobustMutex::init(&raw mut (*this).lock);
+            let c = &*this;
+            c.chunk_size.store(chunk_size, Relaxed);
+            c.per_page.store(per_page, Relaxed);
+            c.cur_page.store(NONE, Relaxed);
+        }
+    }
+}
+
+pub enum AllocError {
+    /// Nothing free and nothing evictable (or evictions off).
+    OutOfMemory,
+}
+
+impl Store {
+    /// Lock class `c`, rebuilding its lists if the last holder died.
+    pub(super) fn lock_class(&self, c: usize) -> LockGuard<'_> {
+        match self.class(c).lock.lock() {
+            Acquired::Clean(g) => g,
+            Acquired::OwnerDied(g) => {
+                self.rebuild_class(c);
+                g.mark_consistent();
+                g
+            }
+        }
+    }
+
+    /// Smallest class whose chunks hold `size` bytes.
+    pub(super) fn class_for(&self, size: usize) -> Option<usize> {
+        let sizes = &self.layout.class_sizes;
+        let i = sizes.partition_point(|&s| (s as usize) < size);
+        (i < sizes.len()).then_some(i)
+    }
+
+    /// A chunk of class `c` for an item of `size` bytes whose key hashes to
+    /// `hash`: INFLIGHT, owned by this worker's slot, at the head of the LRU, and
+    /// recorded in the slot so that the supervisor can settle it if we die.
+    ///
+    /// The caller may hold one stripe lock: eviction only *tries* stripe locks.
+    pub(super) fn alloc(
+        &self,
+        c: usize,
+        hash: u32,
+        size: u64,
+        now: u32,
+    ) -> Result<u32, AllocError> {
+        let _g = self.lock_class(c);
+        let class = self.class(c);
+        let id = match self.pop_free(c) {
+            Some(id) => id,
+            None => match self.carve(c) {
+                Some(id) => id,
+                None => self.evict_tail(c, now)?,
+            },
+        };
+        let it = self.item(id);
+        self.slot().inflight.store(id, Relaxed);
+        it.hash.store(hash, Relaxed);
+        it.class.store(c as u8, Relaxed);
+        it.time.store(now, Relaxed);
+        it.word
+            .store(INFLIGHT | (self.slot_index as u32) << 16, Relaxed);
+        self.lru_push_head(c, id);
+        class.curr_items.fetch_add(1, Relaxed);
+        class.bytes.fetch_add(size, Relaxed);
+        Ok(id)
+    }
+
+    /// Return a chunk to its class's free list (it must be unreachable from the
+    /// hash index already).
+    pub(super) fn free(&self, id: u32) {
+        let it = self.item(id);
+        let c = it.class.load(Relaxed) as usize;
+        let _g = self.lock_class(c);
+        self.release_locked(c, id);
+    }
+
+    /// `free` with the class lock already held.
+    fn release_locked(&self, c: usize, id: u32) {
+        let class = self.class(c);
+        let it = self.item(id);
+        self.lru_unlink(c, id);
+        class.curr_items.fetch_sub(1, Relaxed);
+        class
+            .bytes
+            .fetch_sub(it.total_size().min(class.bytes.load(Relaxed)), Relaxed);
+        it.word.store(FREE, Relaxed);
+        it.next.store(class.free_head.load(Relaxed), Relaxed);
+        class.free_head.store(id, Relaxed);
+    }
+
+    /// Move a live item to the head of its LRU.
+    pub(super) fn lru_bump(&self, id: u32, now: u32) {
+        let it = self.item(id);
+        let c = it.class.load(Relaxed) as usize;
+        let _g = self.lock_class(c);
+        if it.state() == LINKED {
+            self.lru_unlink(c, id);
+            self.lru_push_head(c, id);
+        }
+        it.time.store(now, Relaxed);
+    }
+
+    fn pop_free(&self, c: usize) -> Option<u32> {
+        let class = self.class(c);
+        let id = class.free_head.load(Relaxed);
+        if id == 0 {
+            return None;
+        }
+        let it = self.item(id);
+        class.free_head.store(it.next.load(Relaxed), Relaxed);
+        Some(id)
+    }
+
+    /// Next never-used chunk of the class's current page, taking a new page
+    /// when that one is full.
+    fn carve(&self, c: usize) -> Option<u32> {
+        let class = self.class(c);
+        let per_page = class.per_page.load(Relaxed);
+        if class.cur_page.load(Relaxed) == NONE || class.cur_next.load(Relaxed) >= per_page {
+            let h = self.header();
+            let page = h
+                .pages_used
+                .fetch_update(Relaxed, Relaxed, |p| {
+                    (p < self.layout.page_count).then_some(p + 1)
+                })
+                .ok()?;
+            // The page table first: a crash after it leaves a page the rebuild
+            // finds (all chunks zero = FREE).
+            self.page_class(page).store(c as u8 + 1, Relaxed);
+            class.cur_next.store(0, Relaxed);
+            class.cur_page.store(page, Relaxed);
+            class.pages.fetch_add(1, Relaxed);
+        }
+        let page = class.cur_page.load(Relaxed);
+        let idx = class.cur_next.fetch_add(1, Relaxed);
+        Some(self.chunk_id(c, page, idx))
+    }
+
+    /// Reclaim a chunk from the LRU tail: an expired or flushed item, or, with
+    /// evictions on, the least recently used one. INFLIGHT chunks are skipped,
+    /// and so are items whose stripe is busy (we may be holding it ourselves).
+    fn evict_tail(&self, c: usize, now: u32) -> Result<u32, AllocError> {
+        let class = self.class(c);
+        let (oldest_live, oldest_cas) = self.flush_marks();
+        let mut id = class.lru_tail.load(Relaxed);
+        for _ in 0..TAIL_SEARCH {
+            if id == 0 {
+                break;
+            }
+            let it = self.item(id);
+            let prev = it.lru_prev.load(Relaxed);
+            if it.state() != LINKED {
+                id = prev;
+                continue;
+            }
+            let dead = it.is_dead(now, oldest_live, oldest_cas);
+            if !dead && !self.evictions {
+                id = prev;
+                continue;
+            }
+            let hash = it.hash.load(Relaxed);
+            if let Some(got) = self.stripe_for(hash).try_lock() {
+                let _s = got.repaired_trivially();
+                self.unlink_from_chain(hash, id);
+                let fetched = it.word.load(Relaxed) & super::item::FETCHED != 0;
+                let counters = &self.slot().counters;
+                if dead {
+                    counters.incr(Counter::reclaimed);
+                    if !fetched {
+                        counters.incr(Counter::expired_unfetched);
+                    }
+                } else {
+                    counters.incr(Counter::evictions);
+                    if !fetched {
+                        counters.incr(Counter::evicted_unfetched);
+                    }
+                }
+                class.curr_items.fetch_sub(1, Relaxed);
+                class
+                    .bytes
+                    .fetch_sub(it.total_size().min(class.bytes.load(Relaxed)), Relaxed);
+                self.lru_unlink(c, id);
+                return Ok(id);
+            }
+            id = prev;
+        }
+        Err(AllocError::OutOfMemory)
+    }
+
+    fn lru_push_head(&self, c: usize, id: u32) {
+        let class = self.class(c);
+        let it = self.item(id);
+        let head = class.lru_head.load(Relaxed);
+        it.lru_prev.store(0, Relaxed);
+        it.lru_next.store(head, Relaxed);
+        if head != 0 {
+            self.item(head).lru_prev.store(id, Relaxed);
+        } else {
+            class.lru_tail.store(id, Relaxed);
+        }
+        class.lru_head.store(id, Relaxed);
+    }
+
+    /// Take `id` out of its LRU; a no-op for a chunk that is not in it.
+    fn lru_unlink(&self, c: usize, id: u32) {
+        let class = self.class(c);
+        let it = self.item(id);
+        let prev = it.lru_prev.load(Relaxed);
+        let next = it.lru_next.load(Relaxed);
+        let head = class.lru_head.load(Relaxed);
+        let tail = class.lru_tail.load(Relaxed);
+        if prev == 0 && next == 0 && head != id && tail != id {
+            return;
+        }
+        if prev != 0 {
+            self.item(prev).lru_next.store(next, Relaxed);
+        } else if head == id {
+            class.lru_head.store(next, Relaxed);
+        }
+        if next != 0 {
+            self.item(next).lru_prev.store(prev, Relaxed);
+        } else if tail == id {
+            class.lru_tail.store(prev, Relaxed);
+        }
+        it.lru_prev.store(0, Relaxed);
+        it.lru_next.store(0, Relaxed);
+    }
+
+    /// Rebuild class `c`'s free list, LRU and counts from its chunks' states,
+    /// after a worker died holding the class lock. LRU order is recovered from
+    /// the items' access times.
+    pub(super) fn rebuild_class(&self, c: usize) {
+        let class = self.class(c);
+        let per_page = class.per_page.load(Relaxed);
+        let cur_page = class.cur_page.load(Relaxed);
+        let cur_next = class.cur_next.load(Relaxed).min(per_page);
+        class.free_head.store(0, Relaxed);
+        class.lru_head.store(0, Relaxed);
+        class.lru_tail.store(0, Relaxed);
+        let mut live: Vec<(u32, u32)> = Vec::new();
+        let mut bytes = 0u64;
+        let pages_used = self
+            .header()
+            .pages_used
+            .load(Relaxed)
+            .min(self.layout.page_count);
+        for page in 0..pages_used {
+            if self.page_class(page).load(Relaxed) != c as u8 + 1 {
+                continue;
+            }
+            let end = if page == cur_page { cur_next } else { per_page };
+            for idx in 0..end {
+                let id = self.chunk_id(c, page, idx);
+                let it = self.item(id);
+                it.lru_prev.store(0, Relaxed);
+                it.lru_next.store(0, Relaxed);
+                if it.state() == FREE {
+                    it.next.store(class.free_head.load(Relaxed), Relaxed);
+                    class.free_head.store(id, Relaxed);
+                } else {
+                    live.push((it.time.load(Relaxed), id));
+                    bytes += it.total_size().min(class.chunk_size.load(Relaxed) as u64);
+                }
+            }
+        }
+        live.sort_unstable();
+        for &(_, id) in &live {
+            self.lru_push_head(c, id);
+        }
+        class.curr_items.store(live.len() as u64, Relaxed);
+        class.bytes.store(bytes, Relaxed);
+    }
+
+    /// After the worker of `slot` died: forget its connections, and settle the chunk it had allocated but
+    /// maybe not published. Published (reachable) -> LINKED; otherwise freed.
+    /// Call before a new worker takes the slot.
+    pub fn recover_slot(&self, slot: usize) {
+        let s = self.slot_at(slot);
+        s.counters.clear_gauges();
+        let id = s.inflight.swap(0, Relaxed);
+        if id == 0 || !self.valid_id(id) {
+            return;
+        }
+        let it = self.item(id);
+        if it.state() != INFLIGHT || it.owner() != slot as u32 {
+            return;
+        }
+        let hash = it.hash.load(Relaxed);
+        let _s = self.stripe_for(hash).lock().repaired_trivially();
+        if self.chain_contains(hash, id) {
+            it.word.store(LINKED, Relaxed);
+        } else {
+            self.free(id);
+        }
+    }
+
+    fn chunk_id(&self, c: usize, page: u32, idx: u32) -> u32 {
+        let size = self.class(c).chunk_size.load(Relaxed) as u64;
+        let off = page as u64 * self.layout.page_size + idx as u64 * size;
+        (off / 8) as u32 + 1
+    }
+
+    pub(super) fn class(&self, c: usize) -> &SlabClass {
+        &self.classes[c]
+    }
+
+    /// All items currently held by class `c` (for stats).
+    pub fn class_counts(&self) -> (u64, u64) {
+        self.classes.iter().fold((0, 0), |(n, b), c| {
+            (n + c.curr_items.load(Relaxed), b + c.bytes.load(Relaxed))
+        })
+    }
+
+    pub(super) fn page_class(&self, page: u32) -> &std::sync::atomic::AtomicU8 {
+        &self.page_table[page as usize]
+    }
+}

@@ -1,0 +1,172 @@
+//! One client connection: its socket and its two buffers.
+
+use std::io::{self, Read, Write};
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+/// Bytes read per read() call at most; the buffer grows only for large values.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A byte buffer consumed from the front: `data[start..end]` is pending.
+#[derive(Default)]
+pub struct Buffer {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Buffer {
+    pub fn pending(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.start += n.min(self.len());
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Room for at least `n` more bytes at the end, moving pending bytes to
+    /// the front first when that frees enough.
+    fn reserve(&mut self, n: usize) {
+        if self.data.len() - self.end >= n {
+            return;
+        }
+        if self.start > 0 {
+            self.data.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.data.len() - self.end < n {
+            self.data.resize(self.end + n, 0);
+        }
+    }
+
+    /// Give memory back after a large value went through.
+    pub fn shrink(&mut self) {
+        if self.is_empty() && self.data.len() > 4 * READ_CHUNK {
+            self.data = Vec::new();
+        }
+    }
+}
+
+/// What reading found.
+pub enum ReadOutcome {
+    /// Some bytes arrived (maybe more remain in the socket).
+    Data,
+    /// Nothing to read right now.
+    WouldBlock,
+    /// The peer closed its side.
+    Eof,
+}
+
+pub struct Conn {
+    pub stream: TcpStream,
+    pub input: Buffer,
+    /// Replies waiting to be written.
+    pub output: Vec<u8>,
+    written: usize,
+    /// Bytes still to drop as they arrive (a refused value's data block).
+    pub swallow: usize,
+    /// Close once `output` is written.
+    pub closing: bool,
+    /// The peer has shut down its side.
+    pub eof: bool,
+    /// Edge-triggered readiness not yet used up.
+    pub readable: bool,
+    pub writable: bool,
+    pub last_active: Instant,
+    /// When a seed `SET` started waiting for its data (for `ERR TOO_SMALL`).
+    pub seed_wait_since: Option<Instant>,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream) -> Conn {
+        Conn {
+            stream,
+            input: Buffer::default(),
+            output: Vec::new(),
+            written: 0,
+            swallow: 0,
+            closing: false,
+            eof: false,
+            readable: true,
+            writable: true,
+            last_active: Instant::now(),
+            seed_wait_since: None,
+        }
+    }
+
+    /// One read() into the input buffer, dropping swallowed bytes.
+    pub fn read_some(&mut self) -> io::Result<(ReadOutcome, usize)> {
+        self.input.reserve(READ_CHUNK);
+        let buf = &mut self.input.data[self.input.end..];
+        match self.stream.read(buf) {
+            Ok(0) => {
+                self.eof = true;
+                self.readable = false;
+                Ok((ReadOutcome::Eof, 0))
+            }
+            Ok(n) => {
+                self.input.end += n;
+                if self.swallow > 0 {
+                    let drop = self.swallow.min(self.input.len());
+                    self.swallow -= drop;
+                    self.input.consume(drop);
+                }
+                self.last_active = Instant::now();
+                Ok((ReadOutcome::Data, n))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.readable = false;
+                Ok((ReadOutcome::WouldBlock, 0))
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok((ReadOutcome::Data, 0)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Write as much pending output as the socket takes; returns bytes written.
+    pub fn flush(&mut self) -> io::Result<usize> {
+        let mut total = 0;
+        while self.written < self.output.len() {
+            match self.stream.write(&self.output[self.written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.written += n;
+                    total += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.writable = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.written == self.output.len() {
+            self.output.clear();
+            self.written = 0;
+            if self.output.capacity() > 4 * READ_CHUNK {
+                self.output = Vec::new();
+            }
+            self.input.shrink();
+        }
+        Ok(total)
+    }
+
+    pub fn output_pending(&self) -> usize {
+        self.output.len() - self.written
+    }
+}

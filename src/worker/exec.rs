@@ -1,0 +1,215 @@
+//! Runs one parsed command against the store and renders its reply.
+
+use crate::protocol::{Command, StoreMode, keys, reply};
+use crate::store::stats::Counter;
+use crate::store::{ArithResult, StoreResult};
+
+use super::WorkerContext;
+use super::stats;
+
+/// What the connection does after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    Continue,
+    /// Write what is queued, then close (seed dialect, shutdown).
+    CloseAfterWrite,
+    /// `quit`: close at once.
+    Close,
+}
+
+/// Execute `cmd`, appending its reply to `out`.
+pub fn execute(ctx: &WorkerContext, cmd: &Command<'_>, out: &mut Vec<u8>) -> After {
+    let store = &ctx.store;
+    let counters = store.counters();
+    counters.incr(Counter::requests);
+    match *cmd {
+        Command::Get {
+            keys: list,
+            with_cas,
+            touch,
+        } => {
+            let (cmd_counter, hit, miss) = match touch {
+                Some(_) => (
+                    Counter::cmd_touch,
+                    Counter::touch_hits,
+                    Counter::touch_misses,
+                ),
+                None => (Counter::cmd_get, Counter::get_hits, Counter::get_misses),
+            };
+            for key in keys(list) {
+                counters.incr(cmd_counter);
+                let found = store.get(key, touch, |h| {
+                    let cas = with_cas.then_some(h.cas);
+                    reply::value(out, key, h.flags, h.data, cas);
+                });
+                counters.incr(if found { hit } else { miss });
+            }
+            out.extend_from_slice(reply::END);
+        }
+        Command::Store {
+            mode,
+            key,
+            flags,
+            exptime,
+            data,
+            cas_unique,
+            noreply,
+        } => {
+            counters.incr(Counter::cmd_set);
+            let result = store.store(mode, key, flags, exptime, data, cas_unique);
+            if mode == StoreMode::Cas {
+                counters.incr(match result {
+                    StoreResult::Stored => Counter::cas_hits,
+                    StoreResult::Exists => Counter::cas_badval,
+                    _ => Counter::cas_misses,
+                });
+            }
+            let line = match result {
+                StoreResult::Stored => reply::STORED,
+                StoreResult::NotStored => reply::NOT_STORED,
+                StoreResult::Exists => reply::EXISTS,
+                StoreResult::NotFound => reply::NOT_FOUND,
+                StoreResult::TooLarge => {
+                    counters.incr(Counter::store_too_large);
+                    reply::SERVER_ERROR_TOO_LARGE
+                }
+                StoreResult::NoMemory => {
+                    counters.incr(Counter::store_no_memory);
+                    reply::SERVER_ERROR_OUT_OF_MEMORY_STORING
+                }
+            };
+            if !noreply {
+                out.extend_from_slice(line);
+            }
+        }
+        Command::Delete { key, noreply } => {
+            let found = store.delete(key);
+            counters.incr(if found {
+                Counter::delete_hits
+            } else {
+                Counter::delete_misses
+            });
+            if !noreply {
+                out.extend_from_slice(if found {
+                    reply::DELETED
+                } else {
+                    reply::NOT_FOUND
+                });
+            }
+        }
+        Command::Arith {
+            key,
+            delta,
+            incr,
+            noreply,
+        } => {
+            let (hit, miss) = if incr {
+                (Counter::incr_hits, Counter::incr_misses)
+            } else {
+                (Counter::decr_hits, Counter::decr_misses)
+            };
+            let result = store.arith(key, incr, delta);
+            match result {
+                ArithResult::NotFound => counters.incr(miss),
+                ArithResult::Value(_) => counters.incr(hit),
+                _ => {}
+            }
+            if !noreply {
+                match result {
+                    ArithResult::Value(v) => reply::number(out, v),
+                    ArithResult::NotFound => out.extend_from_slice(reply::NOT_FOUND),
+                    ArithResult::NonNumeric => {
+                        out.extend_from_slice(reply::CLIENT_ERROR_NON_NUMERIC)
+                    }
+                    ArithResult::NoMemory => {
+                        out.extend_from_slice(reply::SERVER_ERROR_OUT_OF_MEMORY)
+                    }
+                }
+            }
+        }
+        Command::Touch {
+            key,
+            exptime,
+            noreply,
+        } => {
+            counters.incr(Counter::cmd_touch);
+            let found = store.touch(key, exptime);
+            counters.incr(if found {
+                Counter::touch_hits
+            } else {
+                Counter::touch_misses
+            });
+            if !noreply {
+                out.extend_from_slice(if found {
+                    reply::TOUCHED
+                } else {
+                    reply::NOT_FOUND
+                });
+            }
+        }
+        Command::FlushAll { delay, noreply } => {
+            if !ctx.settings.flush_enabled {
+                out.extend_from_slice(reply::CLIENT_ERROR_FLUSH_NOT_ALLOWED);
+                return After::Continue;
+            }
+            counters.incr(Counter::cmd_flush);
+            store.flush_all(delay);
+            if !noreply {
+                out.extend_from_slice(reply::OK);
+            }
+        }
+        Command::Version => reply::version(out),
+        Command::Verbosity { level, noreply } => {
+            store
+                .header()
+                .verbosity
+                .store(level, std::sync::atomic::Ordering::Relaxed);
+            if !noreply {
+                out.extend_from_slice(reply::OK);
+            }
+        }
+        Command::Stats { args } => stats::render(ctx, args, out),
+        Command::Shutdown { graceful: _ } => {
+            if !ctx.settings.shutdown_enabled {
+                out.extend_from_slice(reply::ERROR_SHUTDOWN_NOT_ENABLED);
+                return After::Continue;
+            }
+            // The supervisor drains every worker, this one included.
+            // SAFETY: plain syscalls; getppid is our supervisor (checked at start).
+            unsafe { libc::kill(libc::getppid(), libc::SIGTERM) };
+            return After::Close;
+        }
+        Command::Quit => return After::Close,
+        Command::SeedSet { name, data } => {
+            counters.incr(Counter::cmd_set);
+            match store.store(StoreMode::Set, name, 0, 0, data, 0) {
+                StoreResult::Stored => reply::seed_ok(out),
+                StoreResult::NoMemory => out.extend_from_slice(reply::SEED_NO_SPACE),
+                _ => out.extend_from_slice(reply::SEED_OTHER),
+            }
+            return After::CloseAfterWrite;
+        }
+        Command::SeedGet { name } => {
+            counters.incr(Counter::cmd_get);
+            let found = store.get(name, None, |h| reply::seed_value(out, h.data));
+            if found {
+                counters.incr(Counter::get_hits);
+            } else {
+                counters.incr(Counter::get_misses);
+                out.extend_from_slice(reply::SEED_NOT_FOUND);
+            }
+            return After::CloseAfterWrite;
+        }
+        Command::SeedDelete { name } => {
+            let found = store.delete(name);
+            counters.incr(if found {
+                Counter::delete_hits
+            } else {
+                Counter::delete_misses
+            });
+            reply::seed_deleted(out, found);
+            return After::CloseAfterWrite;
+        }
+    }
+    After::Continue
+}

@@ -1,0 +1,375 @@
+//! A worker process: one mio event loop over its slot's listening sockets and
+//! all the connections it accepted. Single-threaded; many connections.
+
+mod conn;
+mod exec;
+mod stats;
+
+use std::net::TcpListener as StdListener;
+use std::sync::atomic::{AtomicBool, Ordering, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use slog::{Logger, debug, info, warn};
+
+use crate::config::Settings;
+use crate::protocol::{self, Limits, Parsed, reply, seed};
+use crate::store::Store;
+use crate::store::stats::Counter;
+use conn::{Conn, ReadOutcome};
+use exec::After;
+
+/// Replies queued past this stop a connection's processing until the client
+/// reads them: a client that pipelines without reading costs bounded memory.
+const OUTPUT_HIGH: usize = 1 << 20;
+/// A seed `SET` whose data stops arriving for this long is `ERR TOO_SMALL`.
+const SEED_DATA_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the loop wakes up to check timers and the drain flag.
+const TICK: Duration = Duration::from_millis(100);
+/// memcached's answer to a connection over `-c`, before it closes it.
+const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections\r\n";
+/// First token for connections; listeners use 0..FIRST_CONN.
+const FIRST_CONN: usize = 1024;
+
+/// Set by SIGTERM/SIGINT: stop accepting, answer what was received, exit.
+static DRAINING: AtomicBool = AtomicBool::new(false);
+
+/// The signal handler: async-signal-safe (one atomic store).
+pub extern "C" fn on_drain_signal(_: libc::c_int) {
+    DRAINING.store(true, Ordering::SeqCst);
+}
+
+/// What every command needs.
+pub struct WorkerContext {
+    pub store: Store,
+    pub settings: Settings,
+    pub limits: Limits,
+}
+
+pub struct Worker {
+    ctx: WorkerContext,
+    slot: usize,
+    listeners: Vec<TcpListener>,
+    poll: Poll,
+    conns: Vec<Option<Conn>>,
+    free_tokens: Vec<usize>,
+    log: Logger,
+}
+
+impl Worker {
+    pub fn new(
+        store: Store,
+        settings: Settings,
+        slot: usize,
+        listeners: Vec<StdListener>,
+        log: Logger,
+    ) -> std::io::Result<Worker> {
+        let poll = Poll::new()?;
+        let mut mio_listeners = Vec::new();
+        for (i, l) in listeners.into_iter().enumerate() {
+            l.set_nonblocking(true)?;
+            let mut l = TcpListener::from_std(l);
+            poll.registry()
+                .register(&mut l, Token(i), Interest::READABLE)?;
+            mio_listeners.push(l);
+        }
+        let limits = Limits {
+            item_size_max: settings.item_size_max as usize,
+            cas_enabled: settings.cas_enabled,
+            seed_element_size: seed_element_size(&settings),
+            shutdown_enabled: settings.shutdown_enabled,
+        };
+        Ok(Worker {
+            ctx: WorkerContext {
+                store,
+                settings,
+                limits,
+            },
+            slot,
+            listeners: mio_listeners,
+            poll,
+            conns: Vec::new(),
+            free_tokens: Vec::new(),
+            log,
+        })
+    }
+
+    /// Serve until drained. Returns the process exit code.
+    pub fn run(mut self) -> i32 {
+        let mut events = Events::with_capacity(1024);
+        let mut drain_deadline: Option<Instant> = None;
+        let mut last_sweep = Instant::now();
+        loop {
+            if DRAINING.load(Relaxed) && drain_deadline.is_none() {
+                drain_deadline = Some(Instant::now() + self.ctx.settings.drain_timeout);
+                self.stop_accepting();
+                debug!(self.log, "draining"; "slot" => self.slot, "connections" => self.open_conns());
+            }
+            if let Some(deadline) = drain_deadline {
+                self.close_idle();
+                if self.open_conns() == 0 || Instant::now() >= deadline {
+                    break;
+                }
+            }
+            if let Err(e) = self.poll.poll(&mut events, Some(TICK))
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                warn!(self.log, "poll failed"; "error" => %e);
+                return 1;
+            }
+            for ev in events.iter() {
+                let Token(t) = ev.token();
+                if t < FIRST_CONN {
+                    self.accept(t);
+                    continue;
+                }
+                if let Some(Some(c)) = self.conns.get_mut(t - FIRST_CONN) {
+                    if ev.is_readable() || ev.is_read_closed() {
+                        c.readable = true;
+                    }
+                    if ev.is_writable() {
+                        c.writable = true;
+                    }
+                    self.service(t - FIRST_CONN);
+                }
+            }
+            if last_sweep.elapsed() >= TICK {
+                last_sweep = Instant::now();
+                self.sweep_timers();
+            }
+        }
+        let left = self.open_conns();
+        for i in 0..self.conns.len() {
+            self.close(i);
+        }
+        info!(self.log, "worker exits"; "slot" => self.slot, "pid" => std::process::id(),
+              "connections_cut" => left);
+        0
+    }
+
+    fn open_conns(&self) -> usize {
+        self.conns.iter().filter(|c| c.is_some()).count()
+    }
+
+    fn stop_accepting(&mut self) {
+        for l in &mut self.listeners {
+            let _ = self.poll.registry().deregister(l);
+        }
+        self.listeners.clear();
+    }
+
+    fn accept(&mut self, which: usize) {
+        loop {
+            let Some(listener) = self.listeners.get(which) else {
+                return;
+            };
+            let (mut stream, peer) = match listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: leave the rest queued, try again later.
+                    warn!(self.log, "accept failed"; "error" => %e);
+                    return;
+                }
+            };
+            let counters = self.ctx.store.counters();
+            let open = self.ctx.store.total(Counter::curr_connections);
+            if open >= self.ctx.settings.max_connections as u64 {
+                counters.incr(Counter::rejected_connections);
+                use std::io::Write;
+                let _ = stream.write(TOO_MANY_CONNECTIONS);
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            counters.incr(Counter::total_connections);
+            counters.incr(Counter::curr_connections);
+            let idx = self.free_tokens.pop().unwrap_or_else(|| {
+                self.conns.push(None);
+                self.conns.len() - 1
+            });
+            if let Err(e) = self.poll.registry().register(
+                &mut stream,
+                Token(FIRST_CONN + idx),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                warn!(self.log, "register failed"; "error" => %e);
+                counters.decr(Counter::curr_connections);
+                self.free_tokens.push(idx);
+                continue;
+            }
+            debug!(self.log, "connection opened"; "peer" => %peer, "slot" => self.slot);
+            self.conns[idx] = Some(Conn::new(stream));
+        }
+    }
+
+    /// Read, execute and write for one connection until it would block.
+    fn service(&mut self, idx: usize) {
+        let keep = {
+            let Some(conn) = self.conns[idx].as_mut() else {
+                return;
+            };
+            serve_conn(&self.ctx, conn, &self.log)
+        };
+        if !keep {
+            self.close(idx);
+        }
+    }
+
+    fn close(&mut self, idx: usize) {
+        if let Some(mut c) = self.conns[idx].take() {
+            let _ = c.flush();
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            self.ctx.store.counters().decr(Counter::curr_connections);
+            self.free_tokens.push(idx);
+        }
+    }
+
+    /// While draining: a connection with nothing received and nothing to
+    /// send is done.
+    fn close_idle(&mut self) {
+        for i in 0..self.conns.len() {
+            let idle =
+                matches!(&self.conns[i], Some(c) if c.input.is_empty() && c.output_pending() == 0);
+            if idle {
+                self.close(i);
+            }
+        }
+    }
+
+    /// Seed SETs whose data stopped coming, and idle connections.
+    fn sweep_timers(&mut self) {
+        let idle = self.ctx.settings.idle_timeout;
+        for i in 0..self.conns.len() {
+            let Some(c) = self.conns[i].as_mut() else {
+                continue;
+            };
+            if let Some(since) = c.seed_wait_since
+                && since.elapsed() >= SEED_DATA_TIMEOUT
+            {
+                c.output.extend_from_slice(reply::SEED_TOO_SMALL);
+                c.closing = true;
+                c.seed_wait_since = None;
+                self.service(i);
+                continue;
+            }
+            if !idle.is_zero() && c.last_active.elapsed() >= idle && c.output_pending() == 0 {
+                self.ctx.store.counters().incr(Counter::idle_kicks);
+                self.close(i);
+            }
+        }
+    }
+}
+
+/// The heart of a connection: returns false when it should be closed.
+fn serve_conn(ctx: &WorkerContext, conn: &mut Conn, log: &Logger) -> bool {
+    let counters = ctx.store.counters();
+    loop {
+        // 1. Write what is queued.
+        if conn.output_pending() > 0 && conn.writable {
+            match conn.flush() {
+                Ok(n) => counters.add(Counter::bytes_written, n as u64),
+                Err(_) => return false,
+            }
+        }
+        if conn.closing {
+            return conn.output_pending() > 0;
+        }
+        if conn.output_pending() >= OUTPUT_HIGH {
+            return true; // wait for WRITABLE
+        }
+        // 2. Execute every complete request in the input buffer.
+        let before = conn.output_pending();
+        if let Some(after) = run_requests(ctx, conn, log) {
+            match after {
+                After::Close => return false,
+                After::CloseAfterWrite => conn.closing = true,
+                After::Continue => {}
+            }
+        }
+        if conn.output_pending() > before || conn.closing {
+            continue;
+        }
+        // 3. Nothing runnable: read more, or finish.
+        if conn.eof {
+            if seed::is_seed_request(conn.input.pending()) {
+                // The seed's client stopped before sending all its data.
+                conn.output.extend_from_slice(reply::SEED_TOO_SMALL);
+                conn.closing = true;
+                continue;
+            }
+            return false;
+        }
+        if !conn.readable {
+            return true;
+        }
+        match conn.read_some() {
+            Ok((ReadOutcome::Data, n)) => counters.add(Counter::bytes_read, n as u64),
+            Ok((ReadOutcome::WouldBlock, _)) => return true,
+            Ok((ReadOutcome::Eof, _)) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Parse and execute until the buffer holds no complete request, the output
+/// is full, or the connection must close. Returns the last non-Continue.
+fn run_requests(ctx: &WorkerContext, conn: &mut Conn, log: &Logger) -> Option<After> {
+    while conn.output_pending() < OUTPUT_HIGH && conn.swallow == 0 {
+        let pending = conn.input.pending();
+        if pending.is_empty() {
+            conn.seed_wait_since = None;
+            return None;
+        }
+        match protocol::parse(pending, &ctx.limits) {
+            Parsed::Incomplete => {
+                if seed::is_seed_request(pending) {
+                    conn.seed_wait_since.get_or_insert_with(Instant::now);
+                }
+                return None;
+            }
+            Parsed::Command { command, consumed } => {
+                conn.seed_wait_since = None;
+                if ctx.settings.verbosity >= 2 {
+                    debug!(log, "request"; "command" => ?command);
+                }
+                let after = exec::execute(ctx, &command, &mut conn.output);
+                conn.input.consume(consumed);
+                if after != After::Continue {
+                    return Some(after);
+                }
+            }
+            Parsed::Error {
+                reply,
+                consumed,
+                swallow,
+                close,
+                unlink,
+            } => {
+                conn.seed_wait_since = None;
+                if let Some(key) = unlink {
+                    ctx.store.delete(key);
+                }
+                conn.output.extend_from_slice(reply);
+                conn.input.consume(consumed);
+                let now = swallow.min(conn.input.len());
+                conn.input.consume(now);
+                conn.swallow = swallow - now;
+                if close {
+                    return Some(After::CloseAfterWrite);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The seed dialect's element size: set by the seed's positional arguments,
+/// otherwise the largest value an item can hold.
+fn seed_element_size(s: &Settings) -> usize {
+    match s.seed_element_size {
+        Some(n) => n as usize,
+        None => (s.item_size_max as usize).saturating_sub(48 + 121 + 2),
+    }
+}
