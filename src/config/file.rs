@@ -360,6 +360,17 @@ mod tests {
         }
     }
 
+    /// `KEYS` (used in error messages) lists exactly `FileSettings`'s fields.
+    #[test]
+    fn keys_are_the_fields() {
+        let e = toml::from_str::<super::FileSettings>("x = 1").unwrap_err();
+        let fields: Vec<String> = super::KEYS.iter().map(|(k, _)| format!("`{k}`")).collect();
+        assert_eq!(
+            e.message(),
+            format!("unknown field `x`, expected one of {}", fields.join(", "))
+        );
+    }
+
     #[test]
     fn keys() {
         type Change = fn(&mut Settings);

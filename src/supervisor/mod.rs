@@ -18,7 +18,8 @@ use crate::store::segment::LayoutParams;
 use crate::store::{Store, StoreParams};
 use crate::worker::{self, Worker};
 
-/// Exit codes (sysexits.h): bad usage or config, and a start-up failure.
+/// Exit codes (sysexits.h) of start-up failures; bad flags and config files
+/// exit with `ConfigError::exit_code`.
 const EX_USAGE: i32 = 64;
 const EX_OSERR: i32 = 71;
 
@@ -33,16 +34,15 @@ pub fn main_entry() -> i32 {
         }
         Err(e) => {
             eprintln!("shmcached: {e}");
-            return EX_USAGE;
+            return e.exit_code();
         }
     };
     let log = crate::log::logger(settings.verbosity);
-    match Supervisor::start(settings, log.clone()) {
+    match Supervisor::start(settings, log) {
         Ok(sup) => sup.run(),
-        Err(e) => {
-            error!(log, "cannot start"; "reason" => &e);
+        Err((code, e)) => {
             eprintln!("shmcached: {e}");
-            EX_OSERR
+            code
         }
     }
 }
@@ -93,8 +93,17 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Everything up to, not including, the first fork.
-    pub fn start(settings: Settings, log: Logger) -> Result<Supervisor, String> {
-        let user = check_user(&settings)?;
+    /// A failure comes with its exit code.
+    pub fn start(settings: Settings, log: Logger) -> Result<Supervisor, (i32, String)> {
+        let user = check_user(&settings).map_err(|e| (EX_USAGE, e))?;
+        Self::start_as(settings, log, user).map_err(|e| (EX_OSERR, e))
+    }
+
+    fn start_as(
+        settings: Settings,
+        log: Logger,
+        user: Option<nix::unistd::User>,
+    ) -> Result<Supervisor, String> {
         let listeners = bind_listeners(&settings)?;
         if let Some(user) = user {
             drop_privileges(&user)?;

@@ -54,6 +54,8 @@ pub struct Worker {
     poll: Poll,
     conns: Vec<Option<Conn>>,
     free_tokens: Vec<usize>,
+    /// Connections that used up their request budget with work left (`-R`).
+    yielded: Vec<usize>,
     log: Logger,
 }
 
@@ -91,6 +93,7 @@ impl Worker {
             poll,
             conns: Vec::new(),
             free_tokens: Vec::new(),
+            yielded: Vec::new(),
             log,
         })
     }
@@ -112,7 +115,12 @@ impl Worker {
                     break;
                 }
             }
-            if let Err(e) = self.poll.poll(&mut events, Some(TICK))
+            let timeout = if self.yielded.is_empty() {
+                TICK
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != std::io::ErrorKind::Interrupted
             {
                 warn!(self.log, "poll failed"; "error" => %e);
@@ -133,6 +141,9 @@ impl Worker {
                     }
                     self.service(t - FIRST_CONN);
                 }
+            }
+            for idx in std::mem::take(&mut self.yielded) {
+                self.service(idx);
             }
             if last_sweep.elapsed() >= TICK {
                 last_sweep = Instant::now();
@@ -206,14 +217,16 @@ impl Worker {
 
     /// Read, execute and write for one connection until it would block.
     fn service(&mut self, idx: usize) {
-        let keep = {
-            let Some(conn) = self.conns[idx].as_mut() else {
-                return;
-            };
-            serve_conn(&self.ctx, conn, &self.log)
+        let Some(conn) = self.conns[idx].as_mut() else {
+            return;
         };
-        if !keep {
-            self.close(idx);
+        match serve_conn(&self.ctx, conn, &self.log) {
+            Served::Wait => {}
+            Served::Yield => {
+                self.ctx.store.counters().incr(Counter::conn_yields);
+                self.yielded.push(idx);
+            }
+            Served::Close => self.close(idx),
         }
     }
 
@@ -262,28 +275,45 @@ impl Worker {
     }
 }
 
-/// The heart of a connection: returns false when it should be closed.
-fn serve_conn(ctx: &WorkerContext, conn: &mut Conn, log: &Logger) -> bool {
+/// What a connection needs next.
+enum Served {
+    /// Wait for the socket to be readable or writable.
+    Wait,
+    /// It has work left but used its turn (`-R`): come back after the others.
+    Yield,
+    Close,
+}
+
+/// The heart of a connection: write, execute, read, until it would block.
+fn serve_conn(ctx: &WorkerContext, conn: &mut Conn, log: &Logger) -> Served {
     let counters = ctx.store.counters();
+    let mut budget = ctx.settings.reqs_per_event.max(1) as usize;
     loop {
         // 1. Write what is queued.
         if conn.output_pending() > 0 && conn.writable {
             match conn.flush() {
                 Ok(n) => counters.add(Counter::bytes_written, n as u64),
-                Err(_) => return false,
+                Err(_) => return Served::Close,
             }
         }
         if conn.closing {
-            return conn.output_pending() > 0;
+            return if conn.output_pending() > 0 {
+                Served::Wait
+            } else {
+                Served::Close
+            };
         }
         if conn.output_pending() >= OUTPUT_HIGH {
-            return true; // wait for WRITABLE
+            return Served::Wait; // for WRITABLE
         }
-        // 2. Execute every complete request in the input buffer.
+        if budget == 0 {
+            return Served::Yield;
+        }
+        // 2. Execute the complete requests in the input buffer.
         let before = conn.output_pending();
-        if let Some(after) = run_requests(ctx, conn, log) {
+        if let Some(after) = run_requests(ctx, conn, log, &mut budget) {
             match after {
-                After::Close => return false,
+                After::Close => return Served::Close,
                 After::CloseAfterWrite => conn.closing = true,
                 After::Continue => {}
             }
@@ -299,24 +329,31 @@ fn serve_conn(ctx: &WorkerContext, conn: &mut Conn, log: &Logger) -> bool {
                 conn.closing = true;
                 continue;
             }
-            return false;
+            return Served::Close;
         }
         if !conn.readable {
-            return true;
+            return Served::Wait;
         }
         match conn.read_some() {
             Ok((ReadOutcome::Data, n)) => counters.add(Counter::bytes_read, n as u64),
-            Ok((ReadOutcome::WouldBlock, _)) => return true,
+            Ok((ReadOutcome::WouldBlock, _)) => return Served::Wait,
             Ok((ReadOutcome::Eof, _)) => {}
-            Err(_) => return false,
+            Err(_) => return Served::Close,
         }
     }
 }
 
 /// Parse and execute until the buffer holds no complete request, the output
-/// is full, or the connection must close. Returns the last non-Continue.
-fn run_requests(ctx: &WorkerContext, conn: &mut Conn, log: &Logger) -> Option<After> {
-    while conn.output_pending() < OUTPUT_HIGH && conn.swallow == 0 {
+/// is full, the budget is spent, or the connection must close. Returns the
+/// last non-Continue.
+fn run_requests(
+    ctx: &WorkerContext,
+    conn: &mut Conn,
+    log: &Logger,
+    budget: &mut usize,
+) -> Option<After> {
+    while conn.output_pending() < OUTPUT_HIGH && conn.swallow == 0 && *budget > 0 {
+        *budget -= 1;
         let pending = conn.input.pending();
         if pending.is_empty() {
             conn.seed_wait_since = None;
