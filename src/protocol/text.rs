@@ -602,3 +602,984 @@ fn strtoull(token: &[u8]) -> Option<u64> {
 fn strtoul32(token: &[u8]) -> Option<u32> {
     strtoull(token).map(|value| value as u32)
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::protocol::{self, Command, Parsed};
+
+    /// memcached's defaults: `-I 1m`, cas on, no `-A`.
+    pub(crate) const LIMITS: Limits = Limits {
+        item_size_max: 1 << 20,
+        cas_enabled: true,
+        seed_element_size: 1000,
+        shutdown_enabled: false,
+    };
+    /// With `-A`.
+    const SHUTDOWN: Limits = Limits {
+        shutdown_enabled: true,
+        ..LIMITS
+    };
+
+    fn esc(bytes: &[u8]) -> String {
+        bytes.escape_ascii().to_string()
+    }
+
+    /// A short text for a parse result, e.g. `set 'k' 0 0 'a' +18`,
+    /// `error 'ERROR\r\n' +7 close`, `incomplete`.
+    pub(crate) fn describe(parsed: &Parsed) -> String {
+        match parsed {
+            Parsed::Incomplete => "incomplete".into(),
+            Parsed::Error {
+                reply,
+                consumed,
+                swallow,
+                close,
+                unlink,
+            } => {
+                let mut text = format!("error '{}' +{consumed}", esc(reply));
+                if *swallow > 0 {
+                    text += &format!(" swallow {swallow}");
+                }
+                if *close {
+                    text += " close";
+                }
+                if let Some(key) = unlink {
+                    text += &format!(" unlink '{}'", esc(key));
+                }
+                text
+            }
+            Parsed::Command { command, consumed } => {
+                format!("{} +{consumed}", describe_command(command))
+            }
+        }
+    }
+
+    fn describe_command(command: &Command) -> String {
+        let noreply = |on: bool| if on { " noreply" } else { "" };
+        match command {
+            Command::Get {
+                keys,
+                with_cas,
+                touch,
+            } => {
+                let name = if *with_cas { "gets" } else { "get" };
+                match touch {
+                    None => format!("{name} '{}'", esc(keys)),
+                    Some(exptime) => format!("{name} touch {exptime} '{}'", esc(keys)),
+                }
+            }
+            Command::Store {
+                mode,
+                key,
+                flags,
+                exptime,
+                data,
+                cas_unique,
+                noreply: quiet,
+            } => {
+                let mut text = format!(
+                    "{} '{}' {flags} {exptime} '{}'",
+                    format!("{mode:?}").to_lowercase(),
+                    esc(key),
+                    esc(data)
+                );
+                if *mode == StoreMode::Cas {
+                    text += &format!(" {cas_unique}");
+                }
+                text + noreply(*quiet)
+            }
+            Command::Delete { key, noreply: q } => format!("delete '{}'{}", esc(key), noreply(*q)),
+            Command::Arith {
+                key,
+                delta,
+                incr,
+                noreply: q,
+            } => {
+                let name = if *incr { "incr" } else { "decr" };
+                format!("{name} '{}' {delta}{}", esc(key), noreply(*q))
+            }
+            Command::Touch {
+                key,
+                exptime,
+                noreply: q,
+            } => format!("touch '{}' {exptime}{}", esc(key), noreply(*q)),
+            Command::FlushAll { delay, noreply: q } => format!("flush_all {delay}{}", noreply(*q)),
+            Command::Version => "version".into(),
+            Command::Verbosity { level, noreply: q } => format!("verbosity {level}{}", noreply(*q)),
+            Command::Stats { args } => format!("stats '{}'", esc(args)),
+            Command::Shutdown { graceful } => {
+                if *graceful {
+                    "shutdown graceful".into()
+                } else {
+                    "shutdown".into()
+                }
+            }
+            Command::Quit => "quit".into(),
+            Command::SeedSet { name, data } => format!("SET '{}' '{}'", esc(name), esc(data)),
+            Command::SeedGet { name } => format!("GET '{}'", esc(name)),
+            Command::SeedDelete { name } => format!("DELETE '{}'", esc(name)),
+        }
+    }
+
+    /// Check each `(request, expected description)` against `parse`.
+    fn check(limits: &Limits, cases: &[(&[u8], &str)]) {
+        let mut failures = Vec::new();
+        for (request, expected) in cases {
+            let got = describe(&parse(request, limits));
+            if got != *expected {
+                failures.push(format!(
+                    "request '{}'\n   want {expected}\n    got {got}",
+                    esc(&request[..request.len().min(120)])
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    }
+
+    fn key(len: usize) -> Vec<u8> {
+        vec![b'k'; len]
+    }
+
+    fn cat(parts: &[&[u8]]) -> Vec<u8> {
+        parts.concat()
+    }
+
+    #[test]
+    fn framing() {
+        // live: memcached 1.6.18
+        check(
+            &LIMITS,
+            &[
+                (b"version\r\n", "version +9"),
+                (b"version\n", "version +8"),
+                (b" version\r\n", "version +10"),
+                (b"version  \r\n", "version +11"),
+                (b"version foo bar\r\n", "version +17"),
+                (b"version\r\r\n", r"error 'ERROR\r\n' +10"),
+                (b"version\tx\r\n", r"error 'ERROR\r\n' +11"),
+                (b"VERSION\r\n", r"error 'ERROR\r\n' +9"),
+                (b"versionx\r\n", r"error 'ERROR\r\n' +10"),
+                (b"version\0garbage\r\n", "version +17"),
+                (b"\r\n", r"error 'ERROR\r\n' +2"),
+                (b"\n", r"error 'ERROR\r\n' +1"),
+                (b"\r\r\n", r"error 'ERROR\r\n' +3"),
+                (b"   \r\n", r"error 'ERROR\r\n' +5"),
+                (b"x\r\n", r"error 'ERROR\r\n' +3"),
+                (b"quit\r\n", "quit +6"),
+                (b"quit now\r\n", "quit +10"),
+                (b"quit\0\r\n", "quit +7"),
+                (b"", "incomplete"),
+                (b"version", "incomplete"),
+                (b"version\r", "incomplete"),
+            ],
+        );
+    }
+
+    #[test]
+    fn long_lines() {
+        // live: memcached 1.6.18. Junk without a newline past 2048 bytes closes
+        // silently; a multiget may grow (after at most 100 spaces).
+        let a3000 = vec![b'a'; 3000];
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (vec![b'x'; 2048], "incomplete"),
+            (vec![b'x'; 2049], "error '' +2049 close"),
+            (cat(&[b"get ", &a3000]), "incomplete"),
+            (cat(&[b"gets ", &a3000]), "incomplete"),
+            (cat(&[b" get ", &a3000]), "incomplete"),
+            (cat(&[&[b' '; 100], b"get ", &a3000]), "incomplete"),
+            (
+                cat(&[&[b' '; 101], b"get ", &a3000]),
+                "error '' +3105 close",
+            ),
+            (cat(&[b"get", &a3000]), "error '' +3003 close"),
+            (cat(&[b"gat ", &a3000]), "error '' +3004 close"),
+            // With the newline, length alone is fine...
+            (cat(&[&[b'x'; 3000], b"\r\n"]), r"error 'ERROR\r\n' +3002"),
+            (cat(&[&[b'x'; 16382], b"\r\n"]), r"error 'ERROR\r\n' +16384"),
+            // ...until the newline falls outside memcached's 16 KiB read buffer.
+            (cat(&[&[b'x'; 16383], b"\r\n"]), "error '' +16385 close"),
+            (
+                cat(&[b"set k 0 0 1 ", &[b' '; 3000], b"\r\na\r\n"]),
+                "set 'k' 0 0 'a' +3017",
+            ),
+        ];
+        let cases: Vec<(&[u8], &str)> = cases.iter().map(|(r, e)| (&r[..], *e)).collect();
+        check(&LIMITS, &cases);
+
+        // A huge multiget is judged once its newline is there.
+        let huge = cat(&[b"get ", &vec![b'a'; 300_000], b"\r\n"]);
+        assert_eq!(
+            describe(&parse(&huge, &LIMITS)),
+            r"error 'CLIENT_ERROR bad command line format\r\n' +300006"
+        );
+        let mut many = b"get".to_vec();
+        for i in 0..5000 {
+            many.extend_from_slice(format!(" k{i}").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        let Parsed::Command {
+            command: Command::Get { keys, .. },
+            consumed,
+        } = parse(&many, &LIMITS)
+        else {
+            panic!("a long multiget is one command");
+        };
+        assert_eq!(consumed, many.len());
+        assert_eq!(protocol::keys(keys).count(), 5000);
+    }
+
+    #[test]
+    fn web_clients_are_hung_up_on() {
+        // live: memcached 1.6.18. Only names that fall through memcached's whole
+        // dispatch are checked, and only its "last" (at most the 23rd) token.
+        let mut cases: Vec<(&[u8], &str)> = vec![
+            (b"POST / HTTP/1.0\r\n", "error '' +17 close"),
+            (b"GET / HTTP/1.1\r\n", "error '' +16 close"),
+            (b"foo HTTP/1.1\r\n", "error '' +14 close"),
+            (b"HTTP/1.1\r\n", "error '' +10 close"),
+            (b"xx HTTP/\r\n", "error '' +10 close"),
+            (b"mgx HTTP/\r\n", "error '' +11 close"),
+            (b"x HTTP/\r\n", r"error 'ERROR\r\n' +9"),
+            (b"foo HTTP/1.1 x\r\n", r"error 'ERROR\r\n' +16"),
+            (b"HTTP/1.1 200\r\n", r"error 'ERROR\r\n' +14"),
+            (b"zz http/1.1\r\n", r"error 'ERROR\r\n' +13"),
+            (b"set / HTTP/1.1\r\n", r"error 'ERROR\r\n' +16"),
+            (b"replace HTTP/1\r\n", r"error 'ERROR\r\n' +16"),
+            (b"mx HTTP/\r\n", r"error 'ERROR\r\n' +10"),
+            (b"lru HTTP/\r\n", r"error 'ERROR\r\n' +11"),
+            (b"lru_crawler HTTP/\r\n", r"error 'ERROR\r\n' +19"),
+            (b"watch HTTP/\r\n", r"error 'ERROR\r\n' +13"),
+            (b"extstore HTTP/1.1\r\n", r"error 'ERROR\r\n' +19"),
+            (b"debugtime HTTP/\r\n", r"error 'ERROR\r\n' +17"),
+            (b"get / HTTP/1.1\r\n", "get '/ HTTP/1.1' +16"),
+            (b"bget HTTP/\r\n", "get 'HTTP/' +12"),
+            (b"version HTTP/\r\n", "version +15"),
+            (b"quit HTTP/\r\n", "quit +12"),
+            (b"stats HTTP/\r\n", "stats 'HTTP/' +13"),
+            (
+                b"flush_all HTTP/\r\n",
+                r"error 'CLIENT_ERROR invalid exptime argument\r\n' +17",
+            ),
+            (
+                b"verbosity HTTP/\r\n",
+                r"error 'CLIENT_ERROR bad command line format\r\n' +17",
+            ),
+        ];
+        let at_23 = b"zz a b c d e f g h i j k l m n o p q r s t u HTTP/ x\r\n";
+        let at_24 = b"zz a b c d e f g h i j k l m n o p q r s t u v HTTP/ x\r\n";
+        let last_24 = b"zz a b c d e f g h i j k l m n o p q r s t u v w HTTP/\r\n";
+        cases.push((at_23, "error '' +54 close"));
+        cases.push((at_24, r"error 'ERROR\r\n' +56"));
+        cases.push((last_24, r"error 'ERROR\r\n' +56"));
+        check(&LIMITS, &cases);
+    }
+
+    #[test]
+    fn retrieval() {
+        // live: memcached 1.6.18 for every error and odd case.
+        let long = key(251);
+        let longest = key(250);
+        let keys30: Vec<u8> = (0..30)
+            .flat_map(|i| format!(" k{i}").into_bytes())
+            .collect();
+        let owned: Vec<(Vec<u8>, String)> = vec![
+            (
+                cat(&[b"get a ", &long, b"\r\n"]),
+                r"error 'CLIENT_ERROR bad command line format\r\n' +259".into(),
+            ),
+            (
+                cat(&[b"gets ", &long, b"\r\n"]),
+                r"error 'CLIENT_ERROR bad command line format\r\n' +258".into(),
+            ),
+            (
+                cat(&[b"gat 10 ", &long, b"\r\n"]),
+                r"error 'CLIENT_ERROR bad command line format\r\n' +260".into(),
+            ),
+            (
+                cat(&[b"gat abc ", &long, b"\r\n"]),
+                r"error 'CLIENT_ERROR invalid exptime argument\r\n' +261".into(),
+            ),
+            (
+                cat(&[b"get", &keys30, b" ", &long, b"\r\n"]),
+                format!(
+                    r"error 'CLIENT_ERROR bad command line format\r\n' +{}",
+                    3 + keys30.len() + 1 + 251 + 2
+                ),
+            ),
+            (
+                cat(&[b"get ", &longest, b"\r\n"]),
+                format!("get '{}' +256", esc(&longest)),
+            ),
+        ];
+        let mut cases: Vec<(&[u8], &str)> = vec![
+            (b"get a\r\n", "get 'a' +7"),
+            (b"get a b  c \r\n", "get 'a b  c' +13"),
+            (b"gets  k\r\n", "gets 'k' +9"),
+            (b"  get k\r\n", "get 'k' +9"),
+            (b"bget k\r\n", "get 'k' +8"),
+            (b"gat 10 a\r\n", "get touch 10 'a' +10"),
+            (b"gats 10 a b\r\n", "gets touch 10 'a b' +13"),
+            // A gat without a key is answered END.
+            (b"gat 10\r\n", "get touch 10 '' +8"),
+            (b"gats 10\r\n", "gets touch 10 '' +9"),
+            (b"gat 4294967296 k\r\n", "get touch 0 'k' +18"),
+            (b"gat -1 k\r\n", "get touch -1 'k' +10"),
+            (b"gat 1\t k\r\n", "get touch 1 'k' +10"),
+            // Only spaces separate keys; `noreply` is a key here.
+            (b"get k noreply\r\n", "get 'k noreply' +15"),
+            (b"get k\tx\r\n", r"get 'k\tx' +9"),
+            (b"get k\r\r\n", r"get 'k\r' +8"),
+            (b"get a\0 b\r\n", "get 'a' +10"),
+            (b"get\r\n", r"error 'ERROR\r\n' +5"),
+            (b"get \r\n", r"error 'ERROR\r\n' +6"),
+            (b"gets\r\n", r"error 'ERROR\r\n' +6"),
+            (b"gat\r\n", r"error 'ERROR\r\n' +5"),
+            (b"bget\r\n", r"error 'ERROR\r\n' +6"),
+            (b"gxx k\r\n", r"error 'ERROR\r\n' +7"),
+            (
+                b"gat abc k\r\n",
+                r"error 'CLIENT_ERROR invalid exptime argument\r\n' +11",
+            ),
+            (
+                b"gat noreply k\r\n",
+                r"error 'CLIENT_ERROR invalid exptime argument\r\n' +15",
+            ),
+            (
+                b"gat 99999999999999999999 k\r\n",
+                r"error 'CLIENT_ERROR invalid exptime argument\r\n' +28",
+            ),
+        ];
+        cases.extend(owned.iter().map(|(r, e)| (&r[..], e.as_str())));
+        check(&LIMITS, &cases);
+    }
+
+    #[test]
+    fn storage() {
+        check(
+            &LIMITS,
+            &[
+                (b"set k 0 0 1\r\na\r\n", "set 'k' 0 0 'a' +16"),
+                (b"add k 1 2 3\r\nabc\r\n", "add 'k' 1 2 'abc' +18"),
+                (b"replace k 0 0 1\r\na\r\n", "replace 'k' 0 0 'a' +20"),
+                (b"append k 0 0 1\r\na\r\n", "append 'k' 0 0 'a' +19"),
+                (b"prepend k 0 0 1\r\na\r\n", "prepend 'k' 0 0 'a' +20"),
+                (b"cas k 0 0 1 5\r\na\r\n", "cas 'k' 0 0 'a' 5 +18"),
+                (
+                    b"cas k 0 0 1 5 noreply\r\na\r\n",
+                    "cas 'k' 0 0 'a' 5 noreply +26",
+                ),
+                (
+                    b"set k 0 0 1 noreply\r\na\r\n",
+                    "set 'k' 0 0 'a' noreply +24",
+                ),
+                (b"set k 0 0 2\r\n\r\n\r\n", r"set 'k' 0 0 '\r\n' +17"),
+                (b"set k 0 0 0\r\n\r\n", "set 'k' 0 0 '' +15"),
+                (b"set k 0 0 1\na\r\n", "set 'k' 0 0 'a' +15"),
+                (b"set k 0 0 1\r\na\r\nget k\r\n", "set 'k' 0 0 'a' +16"),
+                (b"set k 0 0 1\r\na\r", "incomplete"),
+                (b"set k 0 0 5\r\nab", "incomplete"),
+                (b"set k 0 0 5\r\n", "incomplete"),
+                // live: memcached 1.6.18 from here on.
+                // A token where noreply goes that is not `noreply` is ignored.
+                (b"set k 0 0 1 garbage\r\na\r\n", "set 'k' 0 0 'a' +24"),
+                (b"set k 0 0 1 NOREPLY\r\na\r\n", "set 'k' 0 0 'a' +24"),
+                (b"cas k 0 0 1 5 garbage\r\na\r\n", "cas 'k' 0 0 'a' 5 +26"),
+                (b"set k\t0 0 0 1\r\na\r\n", r"set 'k\t0' 0 0 'a' +18"),
+                (b"set k 0 0 1\0 zz\r\na\r\n", "set 'k' 0 0 'a' +20"),
+                // Wrong token counts: ERROR, and the data is read as a command.
+                (b"set k 0 0\r\n", r"error 'ERROR\r\n' +11"),
+                (b"set k 0 0 1 noreply x\r\n", r"error 'ERROR\r\n' +23"),
+                (b"cas k 0 0 1\r\na\r\n", r"error 'ERROR\r\n' +13"),
+                // An empty cas field is just a missing token.
+                (b"cas k 0 0 1  \r\na\r\n", r"error 'ERROR\r\n' +15"),
+                (b"Set k 0 0 1\r\na\r\n", r"error 'ERROR\r\n' +13"),
+            ],
+        );
+    }
+
+    #[test]
+    fn storage_numbers() {
+        // live: memcached 1.6.18, every line. Flags are a 64-bit strtoull cut to
+        // 32 bits; exptime and bytes a 64-bit strtol cut to 32 bits.
+        let bad = r"error 'CLIENT_ERROR bad command line format\r\n'";
+        let cases: Vec<(&[u8], String)> = vec![
+            (b"set k -1 0 1\r\na\r\n", format!("{bad} +14")),
+            (b"set k -0 0 1\r\na\r\n", "set 'k' 0 0 'a' +17".into()),
+            (b"set k +1 0 1\r\na\r\n", "set 'k' 1 0 'a' +17".into()),
+            (b"set k 0x1 0 1\r\na\r\n", format!("{bad} +15")),
+            (
+                b"set k 4294967296 0 1\r\na\r\n",
+                "set 'k' 0 0 'a' +25".into(),
+            ),
+            (
+                b"set k 4294967297 0 1\r\na\r\n",
+                "set 'k' 1 0 'a' +25".into(),
+            ),
+            (
+                b"set k 9223372036854775808 0 1\r\na\r\n",
+                "set 'k' 0 0 'a' +34".into(),
+            ),
+            (
+                b"set k -18446744073709551615 0 1\r\na\r\n",
+                "set 'k' 1 0 'a' +36".into(),
+            ),
+            (
+                b"set k 18446744073709551616 0 1\r\na\r\n",
+                format!("{bad} +32"),
+            ),
+            (b"set k 0 abc 1\r\na\r\n", format!("{bad} +15")),
+            (
+                b"set k 0 4294967296 1\r\na\r\n",
+                "set 'k' 0 0 'a' +25".into(),
+            ),
+            (b"set k 0 -1 1\r\na\r\n", "set 'k' 0 -1 'a' +17".into()),
+            (
+                b"set k 0 9223372036854775808 1\r\na\r\n",
+                format!("{bad} +31"),
+            ),
+            (
+                b"set k 0 -9223372036854775808 1\r\na\r\n",
+                "set 'k' 0 0 'a' +35".into(),
+            ),
+            (b"set k 0 0 abc\r\nxyz\r\n", format!("{bad} +15")),
+            (b"set k 0 0 1x\r\na\r\n", format!("{bad} +14")),
+            (b"set k 0 0 -1\r\n", format!("{bad} +14")),
+            (b"set k 0 0 4294967295\r\n", format!("{bad} +22")),
+            (b"set k 0 0 2147483647\r\n", format!("{bad} +22")),
+            // bytes + 2 must fit an int.
+            (b"set k 0 0 2147483646\r\n", format!("{bad} +22")),
+            (
+                b"set k 0 0 4294967297\r\na\r\n",
+                "set 'k' 0 0 'a' +25".into(),
+            ),
+            (
+                b"set k 0 0 -4294967295\r\na\r\n",
+                "set 'k' 0 0 'a' +26".into(),
+            ),
+            (b"set k 0 0 01\r\na\r\n", "set 'k' 0 0 'a' +17".into()),
+            (b"set k 0 0 +1\r\na\r\n", "set 'k' 0 0 'a' +17".into()),
+            // Whitespace around the digits, and anything after it, is accepted.
+            (b"set k 0 0 \t1\r\na\r\n", "set 'k' 0 0 'a' +17".into()),
+            (b"set k 0 0 1\t\r\na\r\n", "set 'k' 0 0 'a' +17".into()),
+            (b"set k 0 0 1\tzz\r\na\r\n", "set 'k' 0 0 'a' +19".into()),
+            (b"set k 0 0 1\r\r\na\r\n", "set 'k' 0 0 'a' +17".into()),
+            (b"cas k 0 0 1 abc\r\na\r\n", format!("{bad} +17")),
+            (b"cas k 0 0 1 -1\r\na\r\n", format!("{bad} +16")),
+            (
+                b"cas k 0 0 1 18446744073709551616\r\na\r\n",
+                format!("{bad} +34"),
+            ),
+            (
+                b"cas k 0 0 1 18446744073709551615\r\na\r\n",
+                "cas 'k' 0 0 'a' 18446744073709551615 +37".into(),
+            ),
+            // noreply silences the CLIENT_ERROR (memcached then answers ERROR
+            // to the data line).
+            (b"set k 0 0 noreply\r\n", "error '' +19".into()),
+            (b"cas k 0 0 1 noreply\r\na\r\n", "error '' +21".into()),
+        ];
+        let cases: Vec<(&[u8], &str)> = cases.iter().map(|(r, e)| (*r, e.as_str())).collect();
+        check(&LIMITS, &cases);
+    }
+
+    #[test]
+    fn storage_keys_and_data_blocks() {
+        // live: memcached 1.6.18
+        let long = key(251);
+        let longest = key(250);
+        let owned: Vec<(Vec<u8>, String)> = vec![
+            (
+                cat(&[b"set ", &long, b" 0 0 1\r\na\r\n"]),
+                r"error 'CLIENT_ERROR bad command line format\r\n' +263".into(),
+            ),
+            (
+                cat(&[b"set ", &long, b" 0 0 1 noreply\r\na\r\n"]),
+                "error '' +271".into(),
+            ),
+            (
+                cat(&[b"set ", &longest, b" 0 0 1\r\na\r\n"]),
+                format!("set '{}' 0 0 'a' +265", esc(&longest)),
+            ),
+        ];
+        let mut cases: Vec<(&[u8], &str)> = vec![
+            // Exactly bytes + 2 are taken, whatever they are; the old item stays.
+            (
+                b"set k 0 0 1\r\nab\r\n",
+                r"error 'CLIENT_ERROR bad data chunk\r\n' +16",
+            ),
+            (
+                b"set k 0 0 1\r\nabc\r\n",
+                r"error 'CLIENT_ERROR bad data chunk\r\n' +16",
+            ),
+            (
+                b"set k 0 0 1\r\na\n\r\n",
+                r"error 'CLIENT_ERROR bad data chunk\r\n' +16",
+            ),
+            (b"set k 0 0 1 noreply\r\nab\r\n", "error '' +24"),
+            // Too large: the block is swallowed, and a set drops the old item.
+            (
+                b"set k 0 0 1049600\r\n",
+                r"error 'SERVER_ERROR object too large for cache\r\n' +19 swallow 1049602 unlink 'k'",
+            ),
+            (
+                b"add k 0 0 1049600\r\n",
+                r"error 'SERVER_ERROR object too large for cache\r\n' +19 swallow 1049602",
+            ),
+            (
+                b"replace k 0 0 1049600\r\n",
+                r"error 'SERVER_ERROR object too large for cache\r\n' +23 swallow 1049602",
+            ),
+            (
+                b"append k 0 0 1049600\r\n",
+                r"error 'SERVER_ERROR object too large for cache\r\n' +22 swallow 1049602",
+            ),
+            (
+                b"cas k 0 0 1049600 1\r\n",
+                r"error 'SERVER_ERROR object too large for cache\r\n' +21 swallow 1049602",
+            ),
+            (
+                b"set k 0 0 1049600 noreply\r\n",
+                "error '' +27 swallow 1049602 unlink 'k'",
+            ),
+            // proto_text.c: the largest size the line check lets through.
+            (
+                b"set k 0 0 2147483645\r\n",
+                r"error 'SERVER_ERROR object too large for cache\r\n' +22 swallow 2147483647 unlink 'k'",
+            ),
+        ];
+        cases.extend(owned.iter().map(|(r, e)| (&r[..], e.as_str())));
+        check(&LIMITS, &cases);
+    }
+
+    #[test]
+    fn item_size_boundary() {
+        // live: memcached 1.6.18, the largest value that stores, found by
+        // bisection with `set`, for -I 1k/1m/2m, with and without -C.
+        let at = |item_size_max, cas_enabled| Limits {
+            item_size_max,
+            cas_enabled,
+            ..LIMITS
+        };
+        // (-I, cas, key length, flags, largest value stored)
+        let cases = [
+            (1 << 20, true, 1, 0, 1048516),
+            (1 << 20, true, 1, 1, 1048512),
+            (1 << 20, true, 10, 0, 1048507),
+            (1 << 20, true, 250, 1, 1048263),
+            (1 << 20, false, 1, 0, 1048524),
+            (1 << 20, false, 10, 1, 1048511),
+            (1 << 20, false, 250, 0, 1048275),
+            (2 << 20, true, 1, 0, 2097092),
+            (2 << 20, true, 250, 1, 2096839),
+            (2 << 20, false, 10, 0, 2097091),
+            (2 << 20, false, 250, 1, 2096847),
+            (1024, true, 1, 0, 964),
+            (1024, true, 250, 1, 711),
+        ];
+        for (max, cas, key_len, flags, largest) in cases {
+            let limits = at(max, cas);
+            assert!(!item_too_large(&limits, key_len, flags, largest));
+            assert!(item_too_large(&limits, key_len, flags, largest + 1));
+        }
+        // PROTOCOL.md's two reference points at the defaults.
+        assert!(!item_too_large(&LIMITS, 1, 0, 1047552));
+        assert!(item_too_large(&LIMITS, 1, 0, 1049600));
+        assert!(item_too_large(&LIMITS, 1, 0, usize::MAX));
+    }
+
+    #[test]
+    fn delete() {
+        // live: memcached 1.6.18
+        let usage =
+            r"error 'CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n'";
+        let long = key(251);
+        let owned: Vec<(Vec<u8>, String)> = vec![
+            (
+                cat(&[b"delete ", &long, b"\r\n"]),
+                r"error 'CLIENT_ERROR bad command line format\r\n' +260".into(),
+            ),
+            // The usage check comes before the key's length.
+            (
+                cat(&[b"delete ", &long, b" 1\r\n"]),
+                format!("{usage} +262"),
+            ),
+            (
+                cat(&[b"delete ", &long, b" noreply\r\n"]),
+                "error '' +268".into(),
+            ),
+        ];
+        let mut cases: Vec<(&[u8], String)> = vec![
+            (b"delete k\r\n", "delete 'k' +10".into()),
+            (b"delete k 0\r\n", "delete 'k' +12".into()),
+            (b"delete k noreply\r\n", "delete 'k' noreply +18".into()),
+            (b"delete k 0 noreply\r\n", "delete 'k' noreply +20".into()),
+            (b"delete noreply\r\n", "delete 'noreply' +16".into()),
+            (b"delete k\t0\r\n", r"delete 'k\t0' +12".into()),
+            (b"delete k 1\r\n", format!("{usage} +12")),
+            (b"delete k 00\r\n", format!("{usage} +13")),
+            (b"delete k 0\t\r\n", format!("{usage} +13")),
+            (b"delete k 0 0\r\n", format!("{usage} +14")),
+            (b"delete k noreply 0\r\n", format!("{usage} +20")),
+            (b"delete k x noreply\r\n", "error '' +20".into()),
+            (b"delete k x y z\r\n", r"error 'ERROR\r\n' +16".into()),
+            (b"delete\r\n", r"error 'ERROR\r\n' +8".into()),
+        ];
+        cases.extend(owned.iter().map(|(r, e)| (&r[..], e.clone())));
+        let cases: Vec<(&[u8], &str)> = cases.iter().map(|(r, e)| (*r, e.as_str())).collect();
+        check(&LIMITS, &cases);
+    }
+
+    #[test]
+    fn incr_decr() {
+        // live: memcached 1.6.18
+        let delta = r"error 'CLIENT_ERROR invalid numeric delta argument\r\n'";
+        let bad = r"error 'CLIENT_ERROR bad command line format\r\n'";
+        let long = key(251);
+        let owned: Vec<(Vec<u8>, String)> = vec![
+            (cat(&[b"incr ", &long, b" 1\r\n"]), format!("{bad} +260")),
+            (cat(&[b"incr ", &long, b" abc\r\n"]), format!("{bad} +262")),
+        ];
+        let mut cases: Vec<(&[u8], String)> = vec![
+            (b"incr k 1\r\n", "incr 'k' 1 +10".into()),
+            (b"decr k 7\r\n", "decr 'k' 7 +10".into()),
+            (b"incr k 1 noreply\r\n", "incr 'k' 1 noreply +18".into()),
+            (b"incr k 1 x\r\n", "incr 'k' 1 +12".into()),
+            (
+                b"incr k 18446744073709551615\r\n",
+                "incr 'k' 18446744073709551615 +29".into(),
+            ),
+            (b"incr k -0\r\n", "incr 'k' 0 +11".into()),
+            (b"incr k 1\t\r\n", "incr 'k' 1 +11".into()),
+            (b"incr n \t5\r\n", "incr 'n' 5 +11".into()),
+            (b"incr k -1\r\n", format!("{delta} +11")),
+            (b"incr k abc\r\n", format!("{delta} +12")),
+            (b"incr k 5x\r\n", format!("{delta} +11")),
+            (b"incr k 18446744073709551616\r\n", format!("{delta} +29")),
+            (b"incr k abc noreply\r\n", "error '' +20".into()),
+            (b"incr k\r\n", r"error 'ERROR\r\n' +8".into()),
+            (b"decr k\t1\r\n", r"error 'ERROR\r\n' +10".into()),
+            (b"decr k 1 2 3\r\n", r"error 'ERROR\r\n' +14".into()),
+            (b"incr k 1 noreply x\r\n", r"error 'ERROR\r\n' +20".into()),
+        ];
+        cases.extend(owned.iter().map(|(r, e)| (&r[..], e.clone())));
+        let cases: Vec<(&[u8], &str)> = cases.iter().map(|(r, e)| (*r, e.as_str())).collect();
+        check(&LIMITS, &cases);
+    }
+
+    #[test]
+    fn touch() {
+        // live: memcached 1.6.18
+        let exptime = r"error 'CLIENT_ERROR invalid exptime argument\r\n'";
+        let long = key(251);
+        let owned = cat(&[b"touch ", &long, b" abc\r\n"]);
+        let cases: Vec<(&[u8], String)> = vec![
+            (b"touch k 10\r\n", "touch 'k' 10 +12".into()),
+            (b"touch k 10 noreply\r\n", "touch 'k' 10 noreply +20".into()),
+            (b"touch k 1 x\r\n", "touch 'k' 1 +13".into()),
+            (b"touch k 4294967296\r\n", "touch 'k' 0 +20".into()),
+            (b"touch k -1\r\n", "touch 'k' -1 +12".into()),
+            (b"touch k abc\r\n", format!("{exptime} +13")),
+            (
+                b"touch k 99999999999999999999\r\n",
+                format!("{exptime} +30"),
+            ),
+            (b"touch k noreply\r\n", "error '' +17".into()),
+            (b"touch k\r\n", r"error 'ERROR\r\n' +9".into()),
+            (b"touch k 1 noreply x\r\n", r"error 'ERROR\r\n' +21".into()),
+            (
+                &owned,
+                r"error 'CLIENT_ERROR bad command line format\r\n' +263".into(),
+            ),
+        ];
+        let cases: Vec<(&[u8], &str)> = cases.iter().map(|(r, e)| (*r, e.as_str())).collect();
+        check(&LIMITS, &cases);
+    }
+
+    #[test]
+    fn flush_all_verbosity_stats() {
+        // live: memcached 1.6.18
+        let exptime = r"error 'CLIENT_ERROR invalid exptime argument\r\n'";
+        let bad = r"error 'CLIENT_ERROR bad command line format\r\n'";
+        let cases: Vec<(&[u8], String)> = vec![
+            (b"flush_all\r\n", "flush_all 0 +11".into()),
+            (b"flush_all 0\r\n", "flush_all 0 +13".into()),
+            (b"flush_all 10\r\n", "flush_all 10 +14".into()),
+            // A delay below 1 means now.
+            (b"flush_all -5\r\n", "flush_all 0 +14".into()),
+            (b"flush_all -0\r\n", "flush_all 0 +14".into()),
+            (b"flush_all 4294967296\r\n", "flush_all 0 +22".into()),
+            (b"flush_all \t5\r\n", "flush_all 5 +14".into()),
+            (b"flush_all 5\tx\r\n", "flush_all 5 +15".into()),
+            (b"flush_all noreply\r\n", "flush_all 0 noreply +19".into()),
+            (
+                b"flush_all 10 noreply\r\n",
+                "flush_all 10 noreply +22".into(),
+            ),
+            (b"flush_all 10 foo\r\n", "flush_all 10 +18".into()),
+            (b"flush_all abc\r\n", format!("{exptime} +15")),
+            (b"flush_all noreply foo\r\n", format!("{exptime} +23")),
+            (
+                b"flush_all 99999999999999999999\r\n",
+                format!("{exptime} +32"),
+            ),
+            (b"flush_all abc noreply\r\n", "error '' +23".into()),
+            (b"flush_all 1 2 3\r\n", r"error 'ERROR\r\n' +17".into()),
+            (b"verbosity 1\r\n", "verbosity 1 +13".into()),
+            (b"verbosity 1 noreply\r\n", "verbosity 1 noreply +21".into()),
+            (b"verbosity 1 2\r\n", "verbosity 1 +15".into()),
+            (b"verbosity 4294967296\r\n", "verbosity 0 +22".into()),
+            (b"verbosity abc\r\n", format!("{bad} +15")),
+            (b"verbosity -1\r\n", format!("{bad} +14")),
+            (b"verbosity noreply\r\n", "error '' +19".into()),
+            (b"verbosity\r\n", r"error 'ERROR\r\n' +11".into()),
+            (b"verbosity 1 2 3\r\n", r"error 'ERROR\r\n' +17".into()),
+            // The worker answers stats; its groups and their errors are its own.
+            (b"stats\r\n", "stats '' +7".into()),
+            (b"stats reset\r\n", "stats 'reset' +13".into()),
+            (b"stats  reset \r\n", "stats 'reset' +15".into()),
+            (b"stats detail on\r\n", "stats 'detail on' +17".into()),
+            (
+                b"stats cachedump 1 2\r\n",
+                "stats 'cachedump 1 2' +21".into(),
+            ),
+        ];
+        let cases: Vec<(&[u8], &str)> = cases.iter().map(|(r, e)| (*r, e.as_str())).collect();
+        check(&LIMITS, &cases);
+    }
+
+    #[test]
+    fn shutdown() {
+        // live: memcached 1.6.18, without and with -A.
+        let disabled = r"error 'ERROR: shutdown not enabled\r\n'";
+        let mode = r"error 'CLIENT_ERROR invalid shutdown mode\r\n'";
+        let cases: Vec<(&[u8], String)> = vec![
+            (b"shutdown\r\n", format!("{disabled} +10")),
+            (b"shutdown graceful\r\n", format!("{disabled} +19")),
+            (b"shutdown foo\r\n", format!("{disabled} +14")),
+            (b"shutdown a b\r\n", format!("{disabled} +14")),
+        ];
+        let cases: Vec<(&[u8], &str)> = cases.iter().map(|(r, e)| (*r, e.as_str())).collect();
+        check(&LIMITS, &cases);
+        let cases: Vec<(&[u8], String)> = vec![
+            (b"shutdown\r\n", "shutdown +10".into()),
+            (b"shutdown graceful\r\n", "shutdown graceful +19".into()),
+            (b"shutdown graceful\0x\r\n", "shutdown graceful +21".into()),
+            (b"shutdown foo\r\n", format!("{mode} +14")),
+            (b"shutdown a b\r\n", format!("{mode} +14")),
+            (b"shutdown graceful x\r\n", format!("{mode} +21")),
+            (b"shutdown noreply\r\n", format!("{mode} +18")),
+            (b"shutdown GRACEFUL\r\n", format!("{mode} +19")),
+        ];
+        let cases: Vec<(&[u8], &str)> = cases.iter().map(|(r, e)| (*r, e.as_str())).collect();
+        check(&SHUTDOWN, &cases);
+    }
+
+    #[test]
+    fn commands_we_do_not_serve_answer_error() {
+        // Not live-equal: memcached serves these (meta commands, cache_memlimit,
+        // slabs, lru, watch, lru_crawler, refresh_certs, misbehave is debug-only).
+        check(
+            &LIMITS,
+            &[
+                (b"mn\r\n", r"error 'ERROR\r\n' +4"),
+                (b"mg k v\r\n", r"error 'ERROR\r\n' +8"),
+                (b"cache_memlimit 100\r\n", r"error 'ERROR\r\n' +20"),
+                (b"slabs automove 1\r\n", r"error 'ERROR\r\n' +18"),
+                (b"lru_crawler enable\r\n", r"error 'ERROR\r\n' +20"),
+                (b"watch\r\n", r"error 'ERROR\r\n' +7"),
+            ],
+        );
+    }
+
+    /// Parse `stream` command by command, as the worker does.
+    fn parse_all(stream: &[u8], limits: &Limits) -> Vec<String> {
+        let mut results = Vec::new();
+        let mut at = 0;
+        while at < stream.len() {
+            let parsed = protocol::parse(&stream[at..], limits);
+            results.push(describe(&parsed));
+            match parsed {
+                Parsed::Command { consumed, .. } => at += consumed,
+                Parsed::Error {
+                    consumed,
+                    swallow,
+                    close,
+                    ..
+                } => {
+                    at += consumed + swallow;
+                    if close {
+                        break;
+                    }
+                }
+                Parsed::Incomplete => break,
+            }
+        }
+        results
+    }
+
+    #[test]
+    fn pipelined_requests() {
+        // live: memcached 1.6.18 answers this stream STORED, VALUE..END, 6,
+        // CLIENT_ERROR bad command line format, ERROR, CLIENT_ERROR bad data
+        // chunk, ERROR, DELETED: a bad line leaves its data to be read as a
+        // command, a bad data block takes exactly bytes + 2.
+        let stream = b"set a 0 0 1\r\n1\r\nget a\r\nincr a 5\r\nset k 0 0 abc\r\nxyz\r\n\
+                       set k 0 0 1\r\nab\r\ndelete a\r\n";
+        assert_eq!(
+            parse_all(stream, &LIMITS),
+            [
+                "set 'a' 0 0 '1' +16",
+                "get 'a' +7",
+                "incr 'a' 5 +10",
+                r"error 'CLIENT_ERROR bad command line format\r\n' +15",
+                r"error 'ERROR\r\n' +5",
+                r"error 'CLIENT_ERROR bad data chunk\r\n' +16",
+                r"error 'ERROR\r\n' +1",
+                "delete 'a' +10",
+            ]
+        );
+        // A swallowed value does not reach the parser; what follows does.
+        let mut stream = b"set k 0 0 1049600 noreply\r\n".to_vec();
+        stream.extend(std::iter::repeat_n(b'x', 1049600));
+        stream.extend_from_slice(b"\r\nversion\r\n");
+        assert_eq!(
+            parse_all(&stream, &LIMITS),
+            ["error '' +27 swallow 1049602 unlink 'k'", "version +9"]
+        );
+    }
+
+    #[test]
+    fn every_strict_prefix_is_incomplete() {
+        let requests: &[&[u8]] = &[
+            b"set k 0 0 5 noreply\r\nhello\r\n",
+            b"cas key 1 2 3 4\r\nabc\r\n",
+            b"get a bb ccc\r\n",
+            b"gats 100 k1 k2\n",
+            b"delete k 0\r\n",
+            b"incr k 10\r\n",
+            b"flush_all 10 noreply\r\n",
+            b"stats items\r\n",
+            b"set k 0 0 1\r\nabc",
+            // The seed's CRLF after the data is optional: not waited for.
+            b"SET name 3\r\nabc",
+            b"GET name\r\n",
+        ];
+        for request in requests {
+            let whole = describe(&protocol::parse(request, &LIMITS));
+            assert!(whole.ends_with(&format!("+{}", request.len())), "{whole}");
+            for cut in 0..request.len() {
+                assert_eq!(
+                    describe(&protocol::parse(&request[..cut], &LIMITS)),
+                    "incomplete",
+                    "'{}' cut at {cut}",
+                    esc(request)
+                );
+            }
+            // More bytes behind it change nothing.
+            let mut longer = request.to_vec();
+            longer.extend_from_slice(b"get x\r\n");
+            assert_eq!(describe(&protocol::parse(&longer, &LIMITS)), whole);
+        }
+    }
+
+    /// xorshift64: enough randomness for fuzzing without a dependency.
+    pub(crate) struct XorShift(pub(crate) u64);
+
+    impl XorShift {
+        pub(crate) fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        pub(crate) fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Random requests built from protocol words and random bytes: the parser
+    /// never panics, never takes more than it was given, and never gets stuck.
+    #[test]
+    fn random_garbage_never_panics() {
+        const WORDS: &[&[u8]] = &[
+            b"get",
+            b"gets",
+            b"gat",
+            b"gats",
+            b"set",
+            b"add",
+            b"cas",
+            b"append",
+            b"delete",
+            b"incr",
+            b"decr",
+            b"touch",
+            b"flush_all",
+            b"version",
+            b"verbosity",
+            b"stats",
+            b"shutdown",
+            b"quit",
+            b"noreply",
+            b"0",
+            b"1",
+            b"-1",
+            b"5",
+            b"4294967296",
+            b"99999999999999999999",
+            b"HTTP/1.1",
+            b"graceful",
+            b"SET",
+            b"GET",
+            b"DELETE",
+            b"k",
+            b" ",
+            b"  ",
+            b"\t",
+            b"\r",
+            b"\n",
+            b"\r\n",
+            b"\0",
+        ];
+        let limits = Limits {
+            item_size_max: 1024,
+            seed_element_size: 16,
+            shutdown_enabled: true,
+            ..LIMITS
+        };
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        for _ in 0..20_000 {
+            let mut buf = Vec::new();
+            for _ in 0..rng.below(24) {
+                if rng.below(4) == 0 {
+                    buf.push(rng.next() as u8);
+                } else {
+                    buf.extend_from_slice(WORDS[rng.below(WORDS.len())]);
+                    if rng.below(2) == 0 {
+                        buf.push(b' ');
+                    }
+                }
+            }
+            for end in [buf.len(), rng.below(buf.len() + 1)] {
+                let buf = &buf[..end];
+                match protocol::parse(buf, &limits) {
+                    Parsed::Command { consumed, .. } => {
+                        assert!(consumed > 0 && consumed <= buf.len(), "{}", esc(buf));
+                    }
+                    Parsed::Error { consumed, .. } => {
+                        assert!(consumed > 0 && consumed <= buf.len(), "{}", esc(buf));
+                    }
+                    Parsed::Incomplete => {
+                        assert!(
+                            buf.len() <= LINE_MAX || buf.contains(&b'\n'),
+                            "{}",
+                            esc(buf)
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

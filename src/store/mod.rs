@@ -619,13 +619,10 @@ pub fn expiry(exptime: i64, now: u32, started: u32) -> u32 {
 }
 
 /// memcached's safe_strtoull over a stored value followed by its `\r\n`:
-/// leading whitespace and a `+` are fine, digits must end at whitespace or the
-/// end of the value, `-` makes it non-numeric, overflow too. An empty value is
-/// non-numeric.
+/// leading whitespace and a `+` are fine; there must be digits, and they must
+/// end at whitespace, a NUL or the end of the value; a `-` before a non-zero
+/// number, or overflow, makes it non-numeric.
 pub fn parse_counter(v: &[u8]) -> Option<u64> {
-    if v.is_empty() {
-        return None;
-    }
     let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
     let mut i = v.iter().take_while(|&&b| is_space(b)).count();
     let negative = v.get(i) == Some(&b'-');
@@ -633,6 +630,9 @@ pub fn parse_counter(v: &[u8]) -> Option<u64> {
         i += 1;
     }
     let digits = v[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return None;
+    }
     let end = i + digits;
     let mut value: u64 = 0;
     for &d in &v[i..end] {
@@ -641,12 +641,9 @@ pub fn parse_counter(v: &[u8]) -> Option<u64> {
     if negative && value != 0 {
         return None;
     }
-    // strtoull's end pointer: at the first non-digit, or at the value's start
-    // when there were no digits. The byte there must be whitespace; past the
-    // value comes memcached's stored "\r\n", which is.
-    let stop = if digits == 0 { 0 } else { end };
-    match v.get(stop) {
-        None => Some(value),
+    // Past the value comes memcached's stored "\r\n", which is whitespace.
+    match v.get(end) {
+        None | Some(0) => Some(value),
         Some(&b) if is_space(b) => Some(value),
         _ => None,
     }
@@ -858,7 +855,9 @@ mod tests {
             (b"12abc", None),
             (b"abc", None),
             (b"", None),
-            (b" ", Some(0)),
+            (b" ", None),
+            (b"\nabc", None),
+            (b"12\0abc", Some(12)),
             (b"18446744073709551615", Some(u64::MAX)),
             (b"18446744073709551616", None),
         ];

@@ -170,13 +170,10 @@ pub fn execute(ctx: &WorkerContext, cmd: &Command<'_>, out: &mut Vec<u8>) -> Aft
         }
         Command::Stats { args } => stats::render(ctx, args, out),
         Command::Shutdown { graceful: _ } => {
-            if !ctx.settings.shutdown_enabled {
-                out.extend_from_slice(reply::ERROR_SHUTDOWN_NOT_ENABLED);
-                return After::Continue;
-            }
-            // The supervisor drains every worker, this one included.
-            // SAFETY: plain syscalls; getppid is our supervisor (checked at start).
-            unsafe { libc::kill(libc::getppid(), libc::SIGTERM) };
+            // The parser answers it when -A is off. The supervisor drains every
+            // worker, this one included.
+            let _ =
+                nix::sys::signal::kill(nix::unistd::getppid(), nix::sys::signal::Signal::SIGTERM);
             return After::Close;
         }
         Command::Quit => return After::Close,

@@ -33,8 +33,8 @@ fn general(ctx: &WorkerContext, out: &mut Vec<u8>) {
     let total = |c| store.total(c);
     let (items, bytes) = store.items_and_bytes();
     let usage = rusage();
-    // SAFETY: getppid has no preconditions; the supervisor is our parent.
-    let pid = unsafe { libc::getppid() };
+    // The supervisor is our parent.
+    let pid = nix::unistd::getppid().as_raw();
     reply::stat(out, "pid", pid);
     reply::stat(out, "uptime", now.saturating_sub(started));
     reply::stat(out, "time", now);
