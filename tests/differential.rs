@@ -31,11 +31,18 @@ impl Pair {
     /// not depend on (given to the target too when the target is memcached).
     fn start(memcached_only: &[&str]) -> Pair {
         let memcached_args: Vec<&str> = SERVER_ARGS.iter().chain(memcached_only).copied().collect();
-        let target_args = if Kind::target() == Kind::Memcached { &memcached_args[..] } else { SERVER_ARGS };
+        let target_args = if Kind::target() == Kind::Memcached {
+            &memcached_args[..]
+        } else {
+            SERVER_ARGS
+        };
         let (reference, target) = thread::scope(|s| {
             let reference = s.spawn(|| Server::memcached(&memcached_args));
             let target = s.spawn(|| Server::target(target_args));
-            (reference.join().expect("start memcached"), target.join().expect("start target"))
+            (
+                reference.join().expect("start memcached"),
+                target.join().expect("start target"),
+            )
         });
         Pair { reference, target }
     }
@@ -75,7 +82,10 @@ fn normalize_cas(reply: &[u8], cas: &mut CasNames) -> Vec<u8> {
     let mut out = Vec::with_capacity(reply.len());
     let mut rest = reply;
     while !rest.is_empty() {
-        let line_len = rest.windows(2).position(|w| w == b"\r\n").map_or(rest.len(), |i| i + 2);
+        let line_len = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map_or(rest.len(), |i| i + 2);
         let (line, after) = rest.split_at(line_len);
         rest = after;
         let body = line.strip_suffix(b"\r\n").unwrap_or(line);
@@ -109,7 +119,10 @@ fn stat_names_only(reply: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     for line in reply.split_inclusive(|&b| b == b'\n') {
         if line.starts_with(b"STAT ") {
-            let name_end = line[5..].iter().position(|&b| b == b' ').map_or(line.len(), |i| i + 5);
+            let name_end = line[5..]
+                .iter()
+                .position(|&b| b == b' ')
+                .map_or(line.len(), |i| i + 5);
             out.extend_from_slice(&line[..name_end]);
             out.extend_from_slice(b"\r\n");
         } else {
@@ -157,7 +170,11 @@ fn case(name: &str, steps: &[&[u8]]) -> Case {
 }
 
 fn case_steps(name: &str, steps: Vec<Step>) -> Case {
-    Case { name: name.to_string(), steps, stat_names: false }
+    Case {
+        name: name.to_string(),
+        steps,
+        stat_names: false,
+    }
 }
 
 /// `set <key> <flags> 0 <len>\r\n<len bytes of 'v'>\r\n`.
@@ -451,7 +468,10 @@ fn cases() -> Vec<Case> {
     }
     let get_all = format!("get {}\r\n", many_keys.join(" "));
     let gets_all = format!("gets {}\r\n", many_keys.join(" "));
-    cases.push(case("get 100 keys", &[&setup, get_all.as_bytes(), gets_all.as_bytes()]));
+    cases.push(case(
+        "get 100 keys",
+        &[&setup, get_all.as_bytes(), gets_all.as_bytes()],
+    ));
 
     // A key list longer than the 2048-byte line limit is allowed for get/gets,
     // whether or not the newline comes in the same read.
@@ -461,14 +481,23 @@ fn cases() -> Vec<Case> {
     }
     let long_get = format!("get {}", long_list.join(" "));
     let long_gets = format!("gets {}", long_list.join(" "));
-    cases.push(case("get key list over 2048 bytes", &[&setup, format!("{long_get}\r\n").as_bytes()]));
+    cases.push(case(
+        "get key list over 2048 bytes",
+        &[&setup, format!("{long_get}\r\n").as_bytes()],
+    ));
     cases.push(case_steps(
         "get key list over 2048 bytes, newline in a later read",
-        vec![Step::Send(long_get.into_bytes()), Step::Exchange(b" longlist0000\r\n".to_vec())],
+        vec![
+            Step::Send(long_get.into_bytes()),
+            Step::Exchange(b" longlist0000\r\n".to_vec()),
+        ],
     ));
     cases.push(case_steps(
         "gets key list over 2048 bytes, newline in a later read",
-        vec![Step::Send(long_gets.into_bytes()), Step::Exchange(b"\r\n".to_vec())],
+        vec![
+            Step::Send(long_gets.into_bytes()),
+            Step::Exchange(b"\r\n".to_vec()),
+        ],
     ));
     cases.push(case(
         "get key list over 2048 bytes with a 251-byte key at the end",
@@ -490,7 +519,10 @@ fn cases() -> Vec<Case> {
     ] {
         cases.push(Case {
             name: format!("set of {len} bytes, key {key:?}, flags {flags}"),
-            steps: vec![Step::Exchange(set_of_len(key, flags, len)), Step::Exchange(format!("get {key}\r\n").into_bytes())],
+            steps: vec![
+                Step::Exchange(set_of_len(key, flags, len)),
+                Step::Exchange(format!("get {key}\r\n").into_bytes()),
+            ],
             stat_names: false,
         });
     }
@@ -530,7 +562,14 @@ fn cases() -> Vec<Case> {
         name: "append past the size limit".into(),
         steps: vec![
             Step::Exchange(set_of_len("big8", 0, 1000000)),
-            Step::Exchange(b"append big8 0 0 60000\r\n".iter().copied().chain(vec![b'a'; 60000]).chain(*b"\r\n").collect()),
+            Step::Exchange(
+                b"append big8 0 0 60000\r\n"
+                    .iter()
+                    .copied()
+                    .chain(vec![b'a'; 60000])
+                    .chain(*b"\r\n")
+                    .collect(),
+            ),
             Step::Exchange(b"get big8\r\n".to_vec()),
         ],
         stat_names: false,
@@ -577,7 +616,10 @@ fn run_case(port: u16, case: &Case) -> Vec<StepReply> {
             bytes = stat_names_only(&bytes);
         }
         let closed = reply.ending == Ending::Closed;
-        replies.push(StepReply { bytes, ending: reply.ending });
+        replies.push(StepReply {
+            bytes,
+            ending: reply.ending,
+        });
         if closed {
             break;
         }
@@ -629,11 +671,25 @@ fn table_of_commands_matches_memcached() {
         let expected = run_case(pair.reference.port(), case);
         let actual = run_case(pair.target.port(), case);
         if dump {
-            eprintln!("## {} ({:?})\n{}", case.name, case_started.elapsed(), describe_steps(case, &expected));
+            eprintln!(
+                "## {} ({:?})\n{}",
+                case.name,
+                case_started.elapsed(),
+                describe_steps(case, &expected)
+            );
         }
         if expected != actual {
-            let mut report = format!("case {:?}:\n  memcached:\n{}", case.name, describe_steps(case, &expected));
-            let _ = write!(report, "  {}:\n{}", pair.target_name(), describe_steps(case, &actual));
+            let mut report = format!(
+                "case {:?}:\n  memcached:\n{}",
+                case.name,
+                describe_steps(case, &expected)
+            );
+            let _ = write!(
+                report,
+                "  {}:\n{}",
+                pair.target_name(),
+                describe_steps(case, &actual)
+            );
             failures.push(report);
         }
     }
@@ -657,7 +713,11 @@ const DEFAULT_STEPS: usize = 20_000;
 
 fn key_name(i: usize) -> String {
     // The last key is as long as keys get.
-    if i == KEYS - 1 { format!("{}{i}", "r".repeat(248)) } else { format!("r{i}") }
+    if i == KEYS - 1 {
+        format!("{}{i}", "r".repeat(248))
+    } else {
+        format!("r{i}")
+    }
 }
 
 /// The cas to send in a `cas` command.
@@ -672,12 +732,39 @@ enum CasChoice {
 /// A command, before the cas is filled in per server.
 #[derive(Debug, Clone)]
 enum Op {
-    Store { verb: &'static str, key: usize, flags: u32, exptime: i64, value: Vec<u8>, cas: Option<CasChoice>, noreply: bool },
-    Get { verb: &'static str, keys: Vec<usize> },
-    Gat { verb: &'static str, exptime: i64, keys: Vec<usize> },
-    Delete { key: usize, noreply: bool },
-    Arith { verb: &'static str, key: usize, delta: String, noreply: bool },
-    Touch { key: usize, exptime: i64, noreply: bool },
+    Store {
+        verb: &'static str,
+        key: usize,
+        flags: u32,
+        exptime: i64,
+        value: Vec<u8>,
+        cas: Option<CasChoice>,
+        noreply: bool,
+    },
+    Get {
+        verb: &'static str,
+        keys: Vec<usize>,
+    },
+    Gat {
+        verb: &'static str,
+        exptime: i64,
+        keys: Vec<usize>,
+    },
+    Delete {
+        key: usize,
+        noreply: bool,
+    },
+    Arith {
+        verb: &'static str,
+        key: usize,
+        delta: String,
+        noreply: bool,
+    },
+    Touch {
+        key: usize,
+        exptime: i64,
+        noreply: bool,
+    },
 }
 
 /// What a command answers: nothing, one line, or VALUE blocks up to END.
@@ -707,29 +794,60 @@ impl Op {
 
     fn render(&self, known: &HashMap<usize, u64>) -> Vec<u8> {
         let nr = |noreply: bool| if noreply { " noreply" } else { "" };
-        let keys = |keys: &[usize]| keys.iter().map(|&k| key_name(k)).collect::<Vec<_>>().join(" ");
+        let keys = |keys: &[usize]| {
+            keys.iter()
+                .map(|&k| key_name(k))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         match self {
-            Op::Store { verb, key, flags, exptime, value, cas, noreply } => {
+            Op::Store {
+                verb,
+                key,
+                flags,
+                exptime,
+                value,
+                cas,
+                noreply,
+            } => {
                 let cas = match cas {
                     None => String::new(),
-                    Some(CasChoice::Known) => format!(" {}", known.get(key).copied().unwrap_or(1 << 62)),
+                    Some(CasChoice::Known) => {
+                        format!(" {}", known.get(key).copied().unwrap_or(1 << 62))
+                    }
                     Some(CasChoice::Wrong(c)) => format!(" {c}"),
                 };
-                let mut out =
-                    format!("{verb} {} {flags} {exptime} {}{cas}{}\r\n", key_name(*key), value.len(), nr(*noreply)).into_bytes();
+                let mut out = format!(
+                    "{verb} {} {flags} {exptime} {}{cas}{}\r\n",
+                    key_name(*key),
+                    value.len(),
+                    nr(*noreply)
+                )
+                .into_bytes();
                 out.extend_from_slice(value);
                 out.extend_from_slice(b"\r\n");
                 out
             }
             Op::Get { verb, keys: k } => format!("{verb} {}\r\n", keys(k)).into_bytes(),
-            Op::Gat { verb, exptime, keys: k } => format!("{verb} {exptime} {}\r\n", keys(k)).into_bytes(),
-            Op::Delete { key, noreply } => format!("delete {}{}\r\n", key_name(*key), nr(*noreply)).into_bytes(),
-            Op::Arith { verb, key, delta, noreply } => {
-                format!("{verb} {} {delta}{}\r\n", key_name(*key), nr(*noreply)).into_bytes()
+            Op::Gat {
+                verb,
+                exptime,
+                keys: k,
+            } => format!("{verb} {exptime} {}\r\n", keys(k)).into_bytes(),
+            Op::Delete { key, noreply } => {
+                format!("delete {}{}\r\n", key_name(*key), nr(*noreply)).into_bytes()
             }
-            Op::Touch { key, exptime, noreply } => {
-                format!("touch {} {exptime}{}\r\n", key_name(*key), nr(*noreply)).into_bytes()
-            }
+            Op::Arith {
+                verb,
+                key,
+                delta,
+                noreply,
+            } => format!("{verb} {} {delta}{}\r\n", key_name(*key), nr(*noreply)).into_bytes(),
+            Op::Touch {
+                key,
+                exptime,
+                noreply,
+            } => format!("touch {} {exptime}{}\r\n", key_name(*key), nr(*noreply)).into_bytes(),
         }
     }
 }
@@ -757,18 +875,60 @@ fn random_value(rng: &mut XorShift) -> Vec<u8> {
 }
 
 fn random_keys(rng: &mut XorShift) -> Vec<usize> {
-    (0..1 + rng.below(4)).map(|_| rng.below(KEYS as u64) as usize).collect()
+    (0..1 + rng.below(4))
+        .map(|_| rng.below(KEYS as u64) as usize)
+        .collect()
 }
 
 fn random_op(rng: &mut XorShift) -> Op {
     let key = rng.below(KEYS as u64) as usize;
     let noreply = rng.chance(15);
     match rng.below(100) {
-        0..=17 => Op::Store { verb: "set", key, flags: random_flags(rng), exptime: random_exptime(rng), value: random_value(rng), cas: None, noreply },
-        18..=23 => Op::Store { verb: "add", key, flags: random_flags(rng), exptime: random_exptime(rng), value: random_value(rng), cas: None, noreply },
-        24..=29 => Op::Store { verb: "replace", key, flags: random_flags(rng), exptime: random_exptime(rng), value: random_value(rng), cas: None, noreply },
-        30..=34 => Op::Store { verb: "append", key, flags: random_flags(rng), exptime: random_exptime(rng), value: random_value(rng), cas: None, noreply },
-        35..=39 => Op::Store { verb: "prepend", key, flags: random_flags(rng), exptime: random_exptime(rng), value: random_value(rng), cas: None, noreply },
+        0..=17 => Op::Store {
+            verb: "set",
+            key,
+            flags: random_flags(rng),
+            exptime: random_exptime(rng),
+            value: random_value(rng),
+            cas: None,
+            noreply,
+        },
+        18..=23 => Op::Store {
+            verb: "add",
+            key,
+            flags: random_flags(rng),
+            exptime: random_exptime(rng),
+            value: random_value(rng),
+            cas: None,
+            noreply,
+        },
+        24..=29 => Op::Store {
+            verb: "replace",
+            key,
+            flags: random_flags(rng),
+            exptime: random_exptime(rng),
+            value: random_value(rng),
+            cas: None,
+            noreply,
+        },
+        30..=34 => Op::Store {
+            verb: "append",
+            key,
+            flags: random_flags(rng),
+            exptime: random_exptime(rng),
+            value: random_value(rng),
+            cas: None,
+            noreply,
+        },
+        35..=39 => Op::Store {
+            verb: "prepend",
+            key,
+            flags: random_flags(rng),
+            exptime: random_exptime(rng),
+            value: random_value(rng),
+            cas: None,
+            noreply,
+        },
         40..=47 => {
             let cas = if rng.chance(75) {
                 CasChoice::Known
@@ -777,10 +937,24 @@ fn random_op(rng: &mut XorShift) -> Op {
             } else {
                 CasChoice::Wrong((1 << 62) + rng.below(1 << 20))
             };
-            Op::Store { verb: "cas", key, flags: random_flags(rng), exptime: random_exptime(rng), value: random_value(rng), cas: Some(cas), noreply }
+            Op::Store {
+                verb: "cas",
+                key,
+                flags: random_flags(rng),
+                exptime: random_exptime(rng),
+                value: random_value(rng),
+                cas: Some(cas),
+                noreply,
+            }
         }
-        48..=59 => Op::Get { verb: "get", keys: random_keys(rng) },
-        60..=69 => Op::Get { verb: "gets", keys: random_keys(rng) },
+        48..=59 => Op::Get {
+            verb: "get",
+            keys: random_keys(rng),
+        },
+        60..=69 => Op::Get {
+            verb: "gets",
+            keys: random_keys(rng),
+        },
         70..=74 => Op::Delete { key, noreply },
         75..=82 => {
             let delta = match rng.below(10) {
@@ -789,15 +963,32 @@ fn random_op(rng: &mut XorShift) -> Op {
                 2 => "abc".to_string(),
                 _ => rng.below(100).to_string(),
             };
-            Op::Arith { verb: if rng.chance(50) { "incr" } else { "decr" }, key, delta, noreply }
+            Op::Arith {
+                verb: if rng.chance(50) { "incr" } else { "decr" },
+                key,
+                delta,
+                noreply,
+            }
         }
-        83..=89 => Op::Touch { key, exptime: random_exptime(rng), noreply },
-        _ => Op::Gat { verb: if rng.chance(50) { "gat" } else { "gats" }, exptime: random_exptime(rng), keys: random_keys(rng) },
+        83..=89 => Op::Touch {
+            key,
+            exptime: random_exptime(rng),
+            noreply,
+        },
+        _ => Op::Gat {
+            verb: if rng.chance(50) { "gat" } else { "gats" },
+            exptime: random_exptime(rng),
+            keys: random_keys(rng),
+        },
     }
 }
 
 fn random_flags(rng: &mut XorShift) -> u32 {
-    if rng.chance(70) { 0 } else { rng.next_u64() as u32 }
+    if rng.chance(70) {
+        0
+    } else {
+        rng.next_u64() as u32
+    }
 }
 
 /// The next batch of at most `max` commands.
@@ -838,11 +1029,14 @@ fn split_replies(mut buf: &[u8], shapes: &[Shape]) -> Result<Vec<Vec<u8>>, Strin
             Shape::Values => {
                 let mut at = 0;
                 loop {
-                    let end = at + line(&buf[at..]).ok_or_else(|| format!("command {i}: unterminated reply"))?;
+                    let end = at
+                        + line(&buf[at..])
+                            .ok_or_else(|| format!("command {i}: unterminated reply"))?;
                     let l = &buf[at..end - 2];
                     if l.starts_with(b"VALUE ") {
                         let bytes = l.split(|&b| b == b' ').nth(3).and_then(parse_u64);
-                        let bytes = bytes.ok_or_else(|| format!("command {i}: bad VALUE line {}", escape(l)))?;
+                        let bytes = bytes
+                            .ok_or_else(|| format!("command {i}: bad VALUE line {}", escape(l)))?;
                         at = end + bytes as usize + 2;
                         if at > buf.len() {
                             return Err(format!("command {i}: short data block"));
@@ -860,9 +1054,16 @@ fn split_replies(mut buf: &[u8], shapes: &[Shape]) -> Result<Vec<Vec<u8>>, Strin
     if buf.is_empty() {
         Ok(replies)
     } else {
-        Err(format!("{} bytes left over after the last reply: {}", buf.len(), escape(buf)))
+        Err(format!(
+            "{} bytes left over after the last reply: {}",
+            buf.len(),
+            escape(buf)
+        ))
     }
 }
+
+/// A batch's replies, one per command; or why they could not be split, and the raw bytes.
+type BatchReplies = Result<Vec<Vec<u8>>, (String, Vec<u8>)>;
 
 /// One server's connection in the lock-step run.
 struct Side {
@@ -874,15 +1075,22 @@ struct Side {
 
 impl Side {
     fn new(server: &Server) -> Side {
-        Side { conn: server.connect(), known: HashMap::new(), names: CasNames::default() }
+        Side {
+            conn: server.connect(),
+            known: HashMap::new(),
+            names: CasNames::default(),
+        }
     }
 
     /// Send a batch, return (rendered requests, normalised per-command replies).
-    fn run(&mut self, ops: &[Op]) -> (Vec<Vec<u8>>, Result<Vec<Vec<u8>>, (String, Vec<u8>)>) {
+    fn run(&mut self, ops: &[Op]) -> (Vec<Vec<u8>>, BatchReplies) {
         let requests: Vec<Vec<u8>> = ops.iter().map(|op| op.render(&self.known)).collect();
         let reply = self.conn.exchange(&requests.concat());
         if reply.ending != Ending::Sentinel {
-            return (requests, Err((format!("reply ended by {:?}", reply.ending), reply.bytes)));
+            return (
+                requests,
+                Err((format!("reply ended by {:?}", reply.ending), reply.bytes)),
+            );
         }
         let shapes: Vec<Shape> = ops.iter().map(Op::shape).collect();
         let parts = match split_replies(&reply.bytes, &shapes) {
@@ -891,7 +1099,11 @@ impl Side {
         };
         let mut normalised = Vec::with_capacity(parts.len());
         for (op, part) in ops.iter().zip(&parts) {
-            if let Op::Get { verb: "gets", keys } | Op::Gat { verb: "gats", keys, .. } = op {
+            if let Op::Get { verb: "gets", keys }
+            | Op::Gat {
+                verb: "gats", keys, ..
+            } = op
+            {
                 self.learn_cas(keys, part);
             }
             normalised.push(normalize_cas(part, &mut self.names));
@@ -901,7 +1113,11 @@ impl Side {
 
     fn learn_cas(&mut self, keys: &[usize], reply: &[u8]) {
         for line in reply.split(|&b| b == b'\n') {
-            let fields: Vec<&[u8]> = line.strip_suffix(b"\r").unwrap_or(line).split(|&b| b == b' ').collect();
+            let fields: Vec<&[u8]> = line
+                .strip_suffix(b"\r")
+                .unwrap_or(line)
+                .split(|&b| b == b' ')
+                .collect();
             if fields.len() == 5 && fields[0] == b"VALUE" {
                 let key = keys.iter().find(|&&k| key_name(k).as_bytes() == fields[1]);
                 if let (Some(&key), Some(cas)) = (key, parse_u64(fields[4])) {
@@ -915,8 +1131,13 @@ impl Side {
 #[test]
 fn random_sequence_matches_memcached() {
     let seed = common::test_seed();
-    let steps: usize = std::env::var("SHMCACHED_DIFF_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_STEPS);
-    eprintln!("random sequence: seed {seed} (SHMCACHED_TEST_SEED={seed} replays it), {steps} commands");
+    let steps: usize = std::env::var("SHMCACHED_DIFF_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_STEPS);
+    eprintln!(
+        "random sequence: seed {seed} (SHMCACHED_TEST_SEED={seed} replays it), {steps} commands"
+    );
     // With the segmented LRU, a second fetch of an item in the COLD LRU queues
     // an asynchronous bump that holds a reference to the item for a few ms;
     // while it is held, incr/decr allocates a new item of the exact length
@@ -943,7 +1164,10 @@ fn random_sequence_matches_memcached() {
             let mut all: Vec<&Vec<u8>> = history.iter().collect();
             all.extend(&requests[..=upto]);
             let from = all.len().saturating_sub(8);
-            all[from..].iter().map(|r| format!("    {}\n", escape(r))).collect()
+            all[from..]
+                .iter()
+                .map(|r| format!("    {}\n", escape(r)))
+                .collect()
         };
         match actual {
             Err((why, raw)) => {
@@ -979,7 +1203,9 @@ fn random_sequence_matches_memcached() {
                     } else {
                         String::from_utf8_lossy(first_line).into_owned()
                     };
-                    *outcomes.entry(format!("{} {outcome}", String::from_utf8_lossy(verb))).or_default() += 1;
+                    *outcomes
+                        .entry(format!("{} {outcome}", String::from_utf8_lossy(verb)))
+                        .or_default() += 1;
                 }
             }
         }

@@ -120,7 +120,7 @@ fn main() {
                         rng ^= rng >> 7;
                         rng ^= rng << 17;
                         let k = key(rng % o.keys, o.key_size);
-                        if o.set_ratio > 0 && rng % o.set_ratio == 0 {
+                        if o.set_ratio > 0 && rng.is_multiple_of(o.set_ratio) {
                             req.extend_from_slice(
                                 format!("set {k} 0 0 {}\r\n", o.value_size).as_bytes(),
                             );

@@ -90,19 +90,20 @@ pub fn children(pid: u32) -> Vec<u32> {
         for task in tasks.flatten() {
             if let Ok(text) = fs::read_to_string(task.path().join("children")) {
                 kernel_lists = true;
-                found.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+                found.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
             }
         }
     }
-    if !kernel_lists {
-        if let Ok(entries) = fs::read_dir("/proc") {
-            for entry in entries.flatten() {
-                let Some(child) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
-                    continue;
-                };
-                if proc_stat(child).is_some_and(|s| s.ppid == pid) {
-                    found.push(child);
-                }
+    if !kernel_lists && let Ok(entries) = fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(child) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            if proc_stat(child).is_some_and(|s| s.ppid == pid) {
+                found.push(child);
             }
         }
     }
@@ -128,8 +129,13 @@ pub fn descendants(pid: u32) -> Vec<u32> {
 fn temp_path(tag: &str) -> PathBuf {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    std::env::temp_dir().join(format!("shmcached-test-{}-{n}-{nanos}-{tag}.log", std::process::id()))
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    std::env::temp_dir().join(format!(
+        "shmcached-test-{}-{n}-{nanos}-{tag}.log",
+        std::process::id()
+    ))
 }
 
 /// A port nobody listens on right now (the kernel's pick for 127.0.0.1:0).
@@ -201,13 +207,19 @@ impl Server {
                 Err(failure) => last_failure = failure,
             }
         }
-        panic!("{} did not start after {PORT_ATTEMPTS} attempts:\n{last_failure}", kind.name());
+        panic!(
+            "{} did not start after {PORT_ATTEMPTS} attempts:\n{last_failure}",
+            kind.name()
+        );
     }
 
     fn try_start(kind: Kind, port: u16, args: &[&str]) -> Result<Server, String> {
         let port_arg = port.to_string();
         let (program, mut argv): (&str, Vec<&str>) = match kind {
-            Kind::Shmcached => (SHMCACHED, vec!["-p", &port_arg, "-l", "127.0.0.1", "-u", "root"]),
+            Kind::Shmcached => (
+                SHMCACHED,
+                vec!["-p", &port_arg, "-l", "127.0.0.1", "-u", "root"],
+            ),
             Kind::Memcached => (
                 MEMCACHED,
                 vec!["-U", "0", "-l", "127.0.0.1", "-p", &port_arg, "-u", "root"],
@@ -225,7 +237,13 @@ impl Server {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("spawn {command_line}: {e}"))?;
-        let mut server = Server { kind, child: Some(child), port, stderr_path, command_line };
+        let mut server = Server {
+            kind,
+            child: Some(child),
+            port,
+            stderr_path,
+            command_line,
+        };
         server.wait_ready()?;
         Ok(server)
     }
@@ -293,7 +311,9 @@ impl Server {
 
     /// The exit status if the process has ended (reaps it), else None.
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Wait up to `timeout` for the process to end by itself.
@@ -343,7 +363,11 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
         if thread::panicking() {
-            eprintln!("--- output of `{}` ---\n{}", self.command_line, self.stderr());
+            eprintln!(
+                "--- output of `{}` ---\n{}",
+                self.command_line,
+                self.stderr()
+            );
         }
         let _ = fs::remove_file(&self.stderr_path);
     }
@@ -383,7 +407,10 @@ impl Conn {
         let stream = TcpStream::connect(("127.0.0.1", port))
             .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
         stream.set_nodelay(true).expect("TCP_NODELAY");
-        let mut conn = Conn { stream, timeout: Conn::DEFAULT_TIMEOUT };
+        let mut conn = Conn {
+            stream,
+            timeout: Conn::DEFAULT_TIMEOUT,
+        };
         conn.set_timeout(Conn::DEFAULT_TIMEOUT);
         conn
     }
@@ -391,12 +418,18 @@ impl Conn {
     /// How long a read waits for the next bytes before giving up.
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
-        self.stream.set_read_timeout(Some(timeout)).expect("set_read_timeout");
-        self.stream.set_write_timeout(Some(Duration::from_secs(10))).expect("set_write_timeout");
+        self.stream
+            .set_read_timeout(Some(timeout))
+            .expect("set_read_timeout");
+        self.stream
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .expect("set_write_timeout");
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap_or_else(|e| panic!("send: {e}"));
+        self.stream
+            .write_all(bytes)
+            .unwrap_or_else(|e| panic!("send: {e}"));
     }
 
     /// Like `send`, but a server that already closed is not a panic.
@@ -476,7 +509,8 @@ impl Conn {
         // `version` lines inside the request answer with VERSION too: the
         // sentinel's is the one after theirs.
         let wanted = count_version_lines(request) + 1;
-        let (mut bytes, ending) = self.read_until(|b| ends_with_version_line(b) && count_version_replies(b) >= wanted);
+        let (mut bytes, ending) =
+            self.read_until(|b| ends_with_version_line(b) && count_version_replies(b) >= wanted);
         if ending == Ending::Sentinel {
             let cut = last_line_start(&bytes);
             bytes.truncate(cut);
@@ -490,18 +524,36 @@ impl Conn {
     }
 }
 
+/// How many `version` commands `request` holds, skipping the data blocks of
+/// storage commands (whose bytes may say anything).
 fn count_version_lines(request: &[u8]) -> usize {
-    request
-        .split(|&b| b == b'\n')
-        .filter(|line| {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            line == b"version" || line.starts_with(b"version ")
-        })
-        .count()
+    let mut count = 0;
+    let mut rest = request;
+    while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+        let line = rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]);
+        rest = &rest[end + 1..];
+        let mut tokens = line.split(|&b| b == b' ').filter(|t| !t.is_empty());
+        match tokens.next() {
+            Some(b"version") => count += 1,
+            Some(b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas") => {
+                let bytes = tokens
+                    .nth(3)
+                    .and_then(|t| std::str::from_utf8(t).ok()?.parse::<usize>().ok());
+                if let Some(bytes) = bytes {
+                    rest = &rest[(bytes + 2).min(rest.len())..];
+                }
+            }
+            _ => {}
+        }
+    }
+    count
 }
 
 fn count_version_replies(reply: &[u8]) -> usize {
-    reply.split(|&b| b == b'\n').filter(|line| line.starts_with(b"VERSION ")).count()
+    reply
+        .split(|&b| b == b'\n')
+        .filter(|line| line.starts_with(b"VERSION "))
+        .count()
 }
 
 fn last_line_start(bytes: &[u8]) -> usize {
@@ -569,5 +621,9 @@ pub fn test_seed() -> u64 {
     std::env::var("SHMCACHED_TEST_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64))
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        })
 }
