@@ -252,7 +252,7 @@ fn cases() -> Vec<Case> {
         case("set bad command line keeps the old value", &[b"set by7 0 0 1\r\nx\r\n", b"set by7 0 0 x\r\n", b"get by7\r\n"]),
         case("set bad data chunk", &[b"set bad1 0 0 2\r\nabcd\r\n", b"get bad1\r\n"]),
         case("set bad data chunk, LF then CRLF", &[b"set bad2 0 0 2\r\nab\n\r\n"]),
-        case("set bad data chunk keeps the old value?", &[b"set bad3 0 0 1\r\nx\r\n", b"set bad3 0 0 1\r\nyz\r\n", b"get bad3\r\n"]),
+        case("set bad data chunk keeps the old value", &[b"set bad3 0 0 1\r\nx\r\n", b"set bad3 0 0 1\r\nyz\r\n", b"get bad3\r\n"]),
         case("set too few tokens", &[b"set s3 0 0\r\n"]),
         case("set too many tokens", &[b"set s4 0 0 1 noreply extra\r\nx\r\n"]),
         case("set with more than 24 tokens", &[b"set a b c d e f g h i j k l m n o p q r s t u v w x y z\r\n"]),
@@ -584,6 +584,91 @@ fn cases() -> Vec<Case> {
     cases
 }
 
+/// Cases where shmcached knowingly answers otherwise than memcached, each
+/// listed in docs/compatibility.md: (case, our reply, why).
+const KNOWN_DIFFERENCES: &[(&str, &[u8], &str)] = &[
+    (
+        "cache_memlimit",
+        b"ERROR\r\nERROR\r\n",
+        "cache_memlimit is not implemented yet",
+    ),
+    (
+        "cache_memlimit too small",
+        b"ERROR\r\n",
+        "cache_memlimit is not implemented yet",
+    ),
+];
+
+/// memcached's general `stats` keys that describe machinery shmcached does
+/// not have (docs/compatibility.md).
+const STATS_NOT_KEPT: &[&str] = &[
+    "response_obj_oom",
+    "response_obj_count",
+    "response_obj_bytes",
+    "read_buf_count",
+    "read_buf_bytes",
+    "read_buf_bytes_free",
+    "read_buf_oom",
+    "reserved_fds",
+    "listen_disabled_num",
+    "time_in_listen_disabled_us",
+    "slab_reassign_rescues",
+    "slab_reassign_chunk_rescues",
+    "slab_reassign_evictions_nomem",
+    "slab_reassign_inline_reclaim",
+    "slab_reassign_busy_items",
+    "slab_reassign_busy_deletes",
+    "slab_reassign_running",
+    "slabs_moved",
+    "lru_crawler_running",
+    "lru_crawler_starts",
+    "lru_maintainer_juggles",
+    "malloc_fails",
+    "log_worker_dropped",
+    "log_worker_written",
+    "log_watcher_skipped",
+    "log_watcher_sent",
+    "log_watchers",
+    "unexpected_napi_ids",
+    "round_robin_fallback",
+    "slab_global_page_pool",
+    "crawler_reclaimed",
+    "crawler_items_checked",
+    "lrutail_reflocked",
+    "moves_to_cold",
+    "moves_to_warm",
+    "moves_within_lru",
+    "direct_reclaims",
+    "lru_bumps_dropped",
+];
+
+/// Our own keys, after memcached's.
+const STATS_OURS: &[&str] = &["workers", "workers_alive", "worker_restarts"];
+
+/// `stats` names: memcached's, in its order, less the ones we do not keep,
+/// then ours.
+fn check_stat_names(expected: &[StepReply], actual: &[StepReply]) -> Result<(), String> {
+    let names = |r: &[StepReply]| -> Vec<String> {
+        String::from_utf8_lossy(&r.iter().flat_map(|s| s.bytes.clone()).collect::<Vec<u8>>())
+            .lines()
+            .filter_map(|l| l.strip_prefix("STAT ").map(|n| n.trim().to_string()))
+            .collect()
+    };
+    let mut want: Vec<String> = names(expected)
+        .into_iter()
+        .filter(|n| !STATS_NOT_KEPT.contains(&n.as_str()))
+        .collect();
+    want.extend(STATS_OURS.iter().map(|s| s.to_string()));
+    let got = names(actual);
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "stats names differ:\n  want {want:?}\n  got  {got:?}"
+        ))
+    }
+}
+
 /// What one step of a case answered, normalised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct StepReply {
@@ -639,6 +724,60 @@ fn substitute_cas(request: &[u8], last: Option<u64>) -> Vec<u8> {
     out
 }
 
+/// Where two runs of a case part: the first differing step, the byte offset
+/// with some context, and for multi-line replies the lines only one side has.
+fn explain_difference(expected: &[StepReply], actual: &[StepReply]) -> String {
+    let Some(step) =
+        (0..expected.len().max(actual.len())).find(|&i| expected.get(i) != actual.get(i))
+    else {
+        return String::new();
+    };
+    let (Some(e), Some(a)) = (expected.get(step), actual.get(step)) else {
+        return format!(
+            "  -> the runs have {} and {} replies\n",
+            expected.len(),
+            actual.len()
+        );
+    };
+    if e.bytes == a.bytes {
+        return format!(
+            "  -> step {step}: same bytes, but ended by {:?} vs {:?}\n",
+            e.ending, a.ending
+        );
+    }
+    let at = e
+        .bytes
+        .iter()
+        .zip(&a.bytes)
+        .position(|(x, y)| x != y)
+        .unwrap_or(e.bytes.len().min(a.bytes.len()));
+    let context = |b: &[u8]| escape(&b[at.saturating_sub(20)..(at + 40).min(b.len())]);
+    let mut out = format!(
+        "  -> step {step}, byte {at}: memcached ...{}... vs ...{}...\n",
+        context(&e.bytes),
+        context(&a.bytes)
+    );
+    let lines = |b: &[u8]| -> Vec<Vec<u8>> {
+        b.split_inclusive(|&c| c == b'\n')
+            .map(<[u8]>::to_vec)
+            .collect()
+    };
+    let (el, al) = (lines(&e.bytes), lines(&a.bytes));
+    if el.len() > 3 || al.len() > 3 {
+        let only = |x: &[Vec<u8>], y: &[Vec<u8>]| -> String {
+            x.iter()
+                .filter(|l| !y.contains(l))
+                .take(30)
+                .map(|l| escape(l))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let _ = writeln!(out, "     lines only in memcached: {}", only(&el, &al));
+        let _ = writeln!(out, "     lines only in the target: {}", only(&al, &el));
+    }
+    out
+}
+
 fn describe_steps(case: &Case, replies: &[StepReply]) -> String {
     let mut out = String::new();
     let mut i = 0;
@@ -678,6 +817,29 @@ fn table_of_commands_matches_memcached() {
                 describe_steps(case, &expected)
             );
         }
+        let ours_differ = pair.target.kind() == Kind::Shmcached;
+        if let Some(&(_, ours, why)) = KNOWN_DIFFERENCES
+            .iter()
+            .find(|k| ours_differ && k.0 == case.name)
+        {
+            // A documented difference: pin our own reply instead.
+            let got: Vec<u8> = actual.iter().flat_map(|r| r.bytes.clone()).collect();
+            if got != ours {
+                failures.push(format!(
+                    "case {:?} (known difference: {why}): expected our documented reply {}, got {}",
+                    case.name,
+                    escape(ours),
+                    escape(&got)
+                ));
+            }
+            continue;
+        }
+        if case.stat_names && ours_differ {
+            if let Err(e) = check_stat_names(&expected, &actual) {
+                failures.push(format!("case {:?}: {e}", case.name));
+            }
+            continue;
+        }
         if expected != actual {
             let mut report = format!(
                 "case {:?}:\n  memcached:\n{}",
@@ -690,6 +852,7 @@ fn table_of_commands_matches_memcached() {
                 pair.target_name(),
                 describe_steps(case, &actual)
             );
+            report.push_str(&explain_difference(&expected, &actual));
             failures.push(report);
         }
     }

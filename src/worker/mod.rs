@@ -334,6 +334,13 @@ fn serve_conn(ctx: &WorkerContext, conn: &mut Conn, log: &Logger) -> Served {
         if !conn.readable {
             return Served::Wait;
         }
+        if conn.input.len() >= input_limit(&ctx.limits) {
+            // A request that cannot complete within any legal size (a
+            // never-ending multiget line): memcached would process it
+            // piecemeal; we refuse to buffer it.
+            debug!(log, "request too large to buffer; closing");
+            return Served::Close;
+        }
         match conn.read_some() {
             Ok((ReadOutcome::Data, n)) => counters.add(Counter::bytes_read, n as u64),
             Ok((ReadOutcome::WouldBlock, _)) => return Served::Wait,
@@ -400,6 +407,12 @@ fn run_requests(
         }
     }
     None
+}
+
+/// Most bytes a connection may hold unparsed: the largest value with its
+/// command line, twice over.
+fn input_limit(limits: &Limits) -> usize {
+    2 * (limits.item_size_max.max(limits.seed_element_size) + protocol::LINE_MAX)
 }
 
 /// The seed dialect's element size: set by the seed's positional arguments,

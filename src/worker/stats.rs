@@ -20,6 +20,11 @@ pub fn render(ctx: &WorkerContext, args: &[u8], out: &mut Vec<u8>) {
             out.extend_from_slice(reply::RESET);
         }
         Some(b"workers") => workers(ctx, out),
+        // Per-prefix stats are not kept (docs/compatibility.md); the usage
+        // error for a missing or bad mode is memcached's.
+        Some(b"detail") if !matches!(words.next(), Some(b"on" | b"off" | b"dump")) => {
+            out.extend_from_slice(reply::CLIENT_ERROR_STATS_DETAIL_USAGE);
+        }
         Some(_) => out.extend_from_slice(reply::ERROR),
     }
 }
