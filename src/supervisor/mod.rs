@@ -289,8 +289,11 @@ impl Supervisor {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let slot = &mut self.slots[i];
             let lived = slot.started.elapsed();
+            // A worker that keeps dying young is crash-looping: wait before
+            // the next try, but never long, since its slot's queued
+            // connections wait with it.
             slot.backoff = if lived < Duration::from_secs(1) {
-                (slot.backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(5))
+                (slot.backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(1))
             } else {
                 Duration::ZERO
             };
