@@ -53,6 +53,7 @@ const LONG_OPTIONS: &[(&str, char)] = &[
     ("protocol", 'B'),
     ("max-item-size", 'I'),
     ("disable-flush-all", 'F'),
+    ("auth-file", 'Y'),
     ("extended", 'o'),
 ];
 
@@ -149,14 +150,9 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<CommandL
             'b' => flags.backlog = Some(integer(&mut parser, &name)?),
             'B' => flags.protocol = Some(text(&mut parser, &name)?),
             'R' => flags.reqs_per_event = Some(integer(&mut parser, &name)?),
-            'P' => {
-                let value = parser.value().map_err(lexopt_error)?;
-                flags.pid_file = Some(Given {
-                    origin: Origin::Arg(format!("{name} {}", value.to_string_lossy())),
-                    value: value.into(),
-                });
-            }
+            'P' => flags.pid_file = Some(path(&mut parser, &name)?),
             'u' => flags.user = Some(text(&mut parser, &name)?),
+            'Y' => flags.auth_file = Some(path(&mut parser, &name)?),
             'o' => {
                 let value = parser.value().map_err(lexopt_error)?;
                 suboptions(&utf8(value, &name)?, &mut flags)?;
@@ -289,6 +285,15 @@ fn text(parser: &mut Parser, name: &str) -> Result<Given<String>, ConfigError> {
     })
 }
 
+/// The next value, as a path (any bytes).
+fn path(parser: &mut Parser, name: &str) -> Result<Given<PathBuf>, ConfigError> {
+    let value = parser.value().map_err(lexopt_error)?;
+    Ok(Given {
+        origin: Origin::Arg(format!("{name} {}", value.to_string_lossy())),
+        value: value.into(),
+    })
+}
+
 fn utf8(value: OsString, name: &str) -> Result<String, ConfigError> {
     value.into_string().map_err(|value| {
         ConfigError(format!(
@@ -379,6 +384,8 @@ usage: shmcached [options] [num_elements [element_size]]
 -I, --max-item-size=<num> adjusts max item size
                           (default: 1m, min: 1k, max: 1g; k, m, g suffixes)
 -F, --disable-flush-all   disable flush_all command
+-Y, --auth-file=<file>    enable ASCII protocol authentication. format:
+                          user:pass\nuser2:pass2\n
 -o, --extended            comma separated list of extended options
    - idle_timeout:        timeout for idle connections. (default: 0, no timeout)
    - drain_timeout:       seconds a graceful stop waits for requests in flight
@@ -874,6 +881,7 @@ mod tests {
                 "-B,",
                 "-I,",
                 "-F,",
+                "-Y,",
                 "-o,",
                 "idle_timeout",
                 "drain_timeout",
@@ -891,7 +899,7 @@ mod tests {
     #[test]
     fn every_long_option_works() {
         for (long, short) in super::LONG_OPTIONS {
-            let takes_value = "pUlumctRbBIPo".contains(*short);
+            let takes_value = "pUlumctRbBIPoY".contains(*short);
             let value = match short {
                 'l' => "127.0.0.1",
                 'u' => "nobody",
@@ -934,6 +942,55 @@ mod tests {
         assert_eq!(
             s.listen,
             vec![IpAddr::from([127, 0, 0, 1]), "::1".parse().unwrap()]
+        );
+    }
+
+    /// `-Y` reads the file at once: its entries, or memcached's words for why not.
+    #[test]
+    fn auth_file() {
+        let dir = std::env::temp_dir();
+        let path = dir.join(format!("shmcached-cli-auth-{}", std::process::id()));
+        let shown = path.display().to_string();
+        std::fs::write(&path, "user:secret\nother:pw2\n").unwrap();
+        for args in [
+            &["-Y", shown.as_str()][..],
+            &[&format!("--auth-file={shown}")],
+        ] {
+            let Ok(Action::Run(s)) = run(args) else {
+                panic!("{args:?}")
+            };
+            assert_eq!(s.auth_file.as_deref(), Some(path.as_path()));
+            let auth = s.auth.expect("credentials");
+            assert!(auth.check(b"user", b"secret") && auth.check(b"other", b"pw2"));
+            assert!(!auth.check(b"user", b"pw2"));
+        }
+        std::fs::write(&path, "user:secret\n\n").unwrap();
+        let malformed = run(&["-Y", &shown]);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            malformed,
+            Err(format!(
+                "-Y {shown}: Authfile [{shown}] has a malformed entry. Should be \
+                 'user:password' (line 2)"
+            ))
+        );
+        assert_eq!(
+            run(&["-Y", &shown]),
+            Err(format!(
+                "-Y {shown}: Could not open authfile [{shown}] for reading, error No such \
+                 file or directory"
+            ))
+        );
+        assert_eq!(
+            run(&["-Y"]),
+            Err("option requires an argument -- 'Y'".into())
+        );
+        assert_eq!(
+            run(&["-Y", ""]),
+            Err(
+                "-Y : Could not open authfile [] for reading, error No such file or directory"
+                    .into()
+            )
         );
     }
 }

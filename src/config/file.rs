@@ -39,6 +39,7 @@ const KEYS: &[(&str, &[&str])] = &[
     ("reqs_per_event", INTEGER),
     ("pid_file", STRING),
     ("user", STRING),
+    ("auth_file", STRING),
     ("drain_timeout_secs", INTEGER),
     ("idle_timeout_secs", INTEGER),
     ("seed_num_elements", INTEGER),
@@ -70,6 +71,7 @@ struct FileSettings {
     reqs_per_event: Option<Spanned<i64>>,
     pid_file: Option<Spanned<String>>,
     user: Option<Spanned<String>>,
+    auth_file: Option<Spanned<String>>,
     drain_timeout_secs: Option<Spanned<i64>>,
     idle_timeout_secs: Option<Spanned<i64>>,
     seed_num_elements: Option<Spanned<i64>>,
@@ -289,6 +291,10 @@ impl Document<'_> {
                 origin: g.origin,
             }),
             user: self.given("user", f.user),
+            auth_file: self.given("auth_file", f.auth_file).map(|g| Given {
+                value: PathBuf::from(g.value),
+                origin: g.origin,
+            }),
             drain_timeout_secs: self.given("drain_timeout_secs", f.drain_timeout_secs),
             idle_timeout_secs: self.given("idle_timeout_secs", f.idle_timeout_secs),
             seed_num_elements: self.given("seed_num_elements", f.seed_num_elements),
@@ -519,7 +525,7 @@ mod tests {
         let unknown = "(expected one of: port, listen, memory_limit_mb, evictions, \
                        max_connections, workers, item_size_max, verbosity, cas_enabled, \
                        flush_enabled, shutdown_enabled, backlog, protocol, reqs_per_event, \
-                       pid_file, user, drain_timeout_secs, idle_timeout_secs, \
+                       pid_file, user, auth_file, drain_timeout_secs, idle_timeout_secs, \
                        seed_num_elements, seed_element_size)";
         let table: &[(&str, &str)] = &[
             // Unknown keys.
@@ -719,6 +725,26 @@ mod tests {
             got,
             "config error: {file}: cannot read: stream did not contain valid UTF-8"
         );
+    }
+
+    /// `auth_file` is read like `-Y`, its errors name the key; a flag wins.
+    #[test]
+    fn auth_file() {
+        let auth = TempToml::new("user:secret\n");
+        let shown = auth.0.display().to_string();
+        let s = run(&format!("auth_file = \"{shown}\"\n"), &[]).unwrap();
+        assert_eq!(s.auth_file.as_deref(), Some(auth.0.as_path()));
+        assert!(s.auth.is_some_and(|a| a.check(b"user", b"secret")));
+        let missing = format!("{shown}.missing");
+        assert_eq!(
+            run(&format!("# auth\nauth_file = \"{missing}\"\n"), &[]),
+            Err(format!(
+                "config error: {{file}} line 2: auth_file = \"{missing}\": Could not open \
+                 authfile [{missing}] for reading, error No such file or directory"
+            ))
+        );
+        let s = run(&format!("auth_file = \"{missing}\"\n"), &["-Y", &shown]).unwrap();
+        assert_eq!(s.auth_file.as_deref(), Some(auth.0.as_path()));
     }
 
     #[test]

@@ -8,10 +8,12 @@
 //!
 //! The reference for operators is docs/configuration.md.
 
+mod auth;
 pub mod cli;
 pub mod file;
 mod validate;
 
+pub use auth::Credentials;
 pub use validate::SEED_ITEM_OVERHEAD;
 
 use std::ffi::OsString;
@@ -56,6 +58,11 @@ pub struct Settings {
     pub pid_file: Option<PathBuf>,
     /// `-u`: user to run as when started as root.
     pub user: Option<String>,
+    /// `-Y`: the credentials file of memcached's ASCII authentication.
+    pub auth_file: Option<PathBuf>,
+    /// `auth_file`'s entries, read and checked at start-up. When set, every
+    /// connection must authenticate before anything else.
+    pub auth: Option<Credentials>,
     /// How long SIGTERM waits for workers to finish in-flight requests (5 s).
     pub drain_timeout: Duration,
     /// `-o idle_timeout=<s>`: close connections idle that long (0 = never).
@@ -87,6 +94,8 @@ impl Default for Settings {
             reqs_per_event: 20,
             pid_file: None,
             user: None,
+            auth_file: None,
+            auth: None,
             drain_timeout: Duration::from_secs(5),
             idle_timeout: Duration::ZERO,
             seed_element_size: None,

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{ConfigError, Settings};
+use super::{ConfigError, Credentials, Settings};
 use crate::protocol::Dialect;
 
 /// Bytes added to each seed element when sizing memory and the item size:
@@ -93,6 +93,7 @@ pub(crate) struct RawSettings {
     pub reqs_per_event: Option<Given<i64>>,
     pub pid_file: Option<Given<PathBuf>>,
     pub user: Option<Given<String>>,
+    pub auth_file: Option<Given<PathBuf>>,
     pub drain_timeout_secs: Option<Given<i64>>,
     pub idle_timeout_secs: Option<Given<i64>>,
     pub seed_num_elements: Option<Given<i64>>,
@@ -120,6 +121,7 @@ impl RawSettings {
             reqs_per_event: top.reqs_per_event.or(self.reqs_per_event),
             pid_file: top.pid_file.or(self.pid_file),
             user: top.user.or(self.user),
+            auth_file: top.auth_file.or(self.auth_file),
             drain_timeout_secs: top.drain_timeout_secs.or(self.drain_timeout_secs),
             idle_timeout_secs: top.idle_timeout_secs.or(self.idle_timeout_secs),
             seed_num_elements: top.seed_num_elements.or(self.seed_num_elements),
@@ -204,6 +206,10 @@ impl RawSettings {
                 return Err(g.origin.error("must not be empty"));
             }
             s.user = Some(g.value.clone());
+        }
+        if let Some(g) = &self.auth_file {
+            s.auth = Some(Credentials::load(&g.value).map_err(|msg| g.origin.error(msg))?);
+            s.auth_file = Some(g.value.clone());
         }
         if let Some(g) = &self.drain_timeout_secs {
             s.drain_timeout = Duration::from_secs(in_range(g, 0, TIMEOUT_SECS_MAX)?);

@@ -9,7 +9,12 @@
 //! - the seed's dialect (`seed.rs`): a line whose first word is `SET`, `GET` or
 //!   `DELETE` in upper case. Its replies are rendered by `reply::seed_*` and the
 //!   connection closes after each one.
+//!
+//! With `-Y`, a connection that has not authenticated yet is read by
+//! [`auth::parse`] instead, as memcached reads it.
 
+pub mod auth;
+pub mod render;
 pub mod reply;
 pub mod seed;
 pub mod text;

@@ -54,6 +54,16 @@ pub const CLIENT_ERROR_BAD_COMMAND_LINE: &[u8] = b"CLIENT_ERROR bad command line
 pub const CLIENT_ERROR_CACHEDUMP_NOT_ALLOWED: &[u8] =
     b"CLIENT_ERROR stats cachedump not allowed\r\n";
 
+/// `-Y`: any request before the connection has authenticated, except the
+/// authenticating `set`.
+pub const CLIENT_ERROR_UNAUTHENTICATED: &[u8] = b"CLIENT_ERROR unauthenticated\r\n";
+/// `-Y`: the `set` carried a user and password that are not in the file.
+pub const CLIENT_ERROR_AUTH_FAILURE: &[u8] = b"CLIENT_ERROR authentication failure\r\n";
+/// `-Y`: the `set`'s data is not `<user> <password>`.
+pub const CLIENT_ERROR_BAD_AUTH_TOKEN: &[u8] = b"CLIENT_ERROR bad authentication token format\r\n";
+/// `-Y`: the `set`'s data is not followed by `\r\n`.
+pub const CLIENT_ERROR_BAD_TERMINATION: &[u8] = b"CLIENT_ERROR bad command line termination\r\n";
+
 /// A value larger than `-I` allows (see `text::item_too_large`).
 pub const SERVER_ERROR_TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
 /// A storage command found no room and evictions are off (`-M`).

@@ -20,7 +20,7 @@ use super::{Command, KEY_MAX_LENGTH, LINE_MAX, Limits, Parsed, StoreMode, keys, 
 
 /// memcached reads into a 16 KiB buffer and judges a line whose `\n` is not within
 /// it as if the `\n` had not arrived (closed unless it is a multiget).
-const READ_BUFFER_SIZE: usize = 16384;
+pub(super) const READ_BUFFER_SIZE: usize = 16384;
 /// memcached tokenizes at most 23 tokens of a line (`MAX_TOKENS` 24 minus its
 /// terminal token); its token counts and its "last token" never go past that.
 const MAX_TOKENS: usize = 23;
@@ -599,7 +599,7 @@ fn strtoull(token: &[u8]) -> Option<u64> {
 
 /// memcached's `safe_strtoul` into a `uint32_t`: as [`strtoull`], then truncated
 /// (`4294967296` is 0).
-fn strtoul32(token: &[u8]) -> Option<u32> {
+pub(super) fn strtoul32(token: &[u8]) -> Option<u32> {
     strtoull(token).map(|value| value as u32)
 }
 

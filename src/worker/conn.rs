@@ -86,13 +86,18 @@ pub struct Conn {
     /// Edge-triggered readiness not yet used up.
     pub readable: bool,
     pub writable: bool,
+    /// When the last request was handled (`-o idle_timeout`): as in memcached,
+    /// bytes that do not complete a request are no sign of life.
     pub last_active: Instant,
     /// When a seed `SET` started waiting for its data (for `ERR TOO_SMALL`).
     pub seed_wait_since: Option<Instant>,
+    /// `-Y`: false until the client has sent valid credentials.
+    pub authenticated: bool,
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream) -> Conn {
+    /// `authenticated`: false when `-Y` asks every connection to authenticate.
+    pub fn new(stream: TcpStream, authenticated: bool) -> Conn {
         Conn {
             stream,
             input: Buffer::default(),
@@ -105,6 +110,7 @@ impl Conn {
             writable: true,
             last_active: Instant::now(),
             seed_wait_since: None,
+            authenticated,
         }
     }
 
@@ -125,7 +131,6 @@ impl Conn {
                     self.swallow -= drop;
                     self.input.consume(drop);
                 }
-                self.last_active = Instant::now();
                 Ok((ReadOutcome::Data, n))
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

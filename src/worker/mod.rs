@@ -14,6 +14,7 @@ use mio::{Events, Interest, Poll, Token};
 use slog::{Logger, debug, info, warn};
 
 use crate::config::Settings;
+use crate::protocol::auth::{self, AuthRequest};
 use crate::protocol::{self, Limits, Parsed, reply, seed};
 use crate::store::Store;
 use crate::store::stats::Counter;
@@ -211,7 +212,8 @@ impl Worker {
                 continue;
             }
             debug!(self.log, "connection opened"; "peer" => %peer, "slot" => self.slot);
-            self.conns[idx] = Some(Conn::new(stream));
+            let authenticated = self.ctx.settings.auth.is_none();
+            self.conns[idx] = Some(Conn::new(stream, authenticated));
         }
     }
 
@@ -251,7 +253,9 @@ impl Worker {
         }
     }
 
-    /// Seed SETs whose data stopped coming, and idle connections.
+    /// Seed SETs whose data stopped coming, and idle connections: as in
+    /// memcached, a connection is idle between requests or inside a request
+    /// line, not while a data block is arriving or replies are being written.
     fn sweep_timers(&mut self) {
         let idle = self.ctx.settings.idle_timeout;
         for i in 0..self.conns.len() {
@@ -267,7 +271,9 @@ impl Worker {
                 self.service(i);
                 continue;
             }
-            if !idle.is_zero() && c.last_active.elapsed() >= idle && c.output_pending() == 0 {
+            let between_requests =
+                c.output_pending() == 0 && c.swallow == 0 && !c.input.pending().contains(&b'\n');
+            if !idle.is_zero() && c.last_active.elapsed() >= idle && between_requests {
                 self.ctx.store.counters().incr(Counter::idle_kicks);
                 self.close(i);
             }
@@ -323,7 +329,7 @@ fn serve_conn(ctx: &WorkerContext, conn: &mut Conn, log: &Logger) -> Served {
         }
         // 3. Nothing runnable: read more, or finish.
         if conn.eof {
-            if seed::is_seed_request(conn.input.pending()) {
+            if conn.authenticated && seed::is_seed_request(conn.input.pending()) {
                 // The seed's client stopped before sending all its data.
                 conn.output.extend_from_slice(reply::SEED_TOO_SMALL);
                 conn.closing = true;
@@ -366,6 +372,13 @@ fn run_requests(
             conn.seed_wait_since = None;
             return None;
         }
+        if !conn.authenticated {
+            match authenticate(ctx, conn) {
+                Some(After::Continue) => continue,
+                after => return after,
+            }
+        }
+        let pending = conn.input.pending();
         match protocol::parse(pending, &ctx.limits) {
             Parsed::Incomplete => {
                 if seed::is_seed_request(pending) {
@@ -375,6 +388,7 @@ fn run_requests(
             }
             Parsed::Command { command, consumed } => {
                 conn.seed_wait_since = None;
+                conn.last_active = Instant::now();
                 if ctx.settings.verbosity >= 2 {
                     debug!(log, "request"; "command" => ?command);
                 }
@@ -392,6 +406,7 @@ fn run_requests(
                 unlink,
             } => {
                 conn.seed_wait_since = None;
+                conn.last_active = Instant::now();
                 if let Some(key) = unlink {
                     ctx.store.delete(key);
                 }
@@ -407,6 +422,41 @@ fn run_requests(
         }
     }
     None
+}
+
+/// `-Y`: the one request an unauthenticated connection may make, read as
+/// memcached reads it (`protocol::auth`). `None` when more bytes are needed,
+/// `Continue` when the request was answered.
+fn authenticate(ctx: &WorkerContext, conn: &mut Conn) -> Option<After> {
+    let counters = ctx.store.counters();
+    let (reply, consumed) = match auth::parse(conn.input.pending()) {
+        AuthRequest::Incomplete => return None,
+        AuthRequest::Close => return Some(After::CloseAfterWrite),
+        AuthRequest::Refused { reply, consumed } => (reply, consumed),
+        AuthRequest::Credentials {
+            user,
+            password,
+            consumed,
+        } => {
+            counters.incr(Counter::auth_cmds);
+            let known = ctx
+                .settings
+                .auth
+                .as_ref()
+                .is_some_and(|c| c.check(user, password));
+            if known {
+                conn.authenticated = true;
+                (reply::STORED, consumed)
+            } else {
+                counters.incr(Counter::auth_errors);
+                (reply::CLIENT_ERROR_AUTH_FAILURE, consumed)
+            }
+        }
+    };
+    conn.output.extend_from_slice(reply);
+    conn.input.consume(consumed);
+    conn.last_active = Instant::now();
+    Some(After::Continue)
 }
 
 /// Most bytes a connection may hold unparsed: the largest value with its

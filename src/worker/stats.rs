@@ -86,9 +86,14 @@ fn general(ctx: &WorkerContext, out: &mut Vec<u8>) {
         Counter::store_no_memory,
         Counter::auth_cmds,
         Counter::auth_errors,
-        Counter::bytes_read,
-        Counter::bytes_written,
     ] {
+        reply::stat(out, c.name(), total(c));
+    }
+    // memcached shows it only when the feature is on.
+    if !s.idle_timeout.is_zero() {
+        reply::stat(out, "idle_kicks", total(Counter::idle_kicks));
+    }
+    for &c in &[Counter::bytes_read, Counter::bytes_written] {
         reply::stat(out, c.name(), total(c));
     }
     reply::stat(out, "limit_maxbytes", s.memory_limit);
