@@ -430,6 +430,10 @@ fn bind_listeners(s: &Settings) -> Result<Vec<Vec<TcpListener>>, String> {
         let mut per_slot = Vec::new();
         for &ip in &s.listen {
             let addr = SocketAddr::new(ip, port);
+            if all.is_empty() && port != 0 {
+                ensure_free(addr)
+                    .map_err(|e| format!("failed to listen on TCP port {port} at {ip}: {e}"))?;
+            }
             let sock = listener(addr, s.backlog)
                 .map_err(|e| format!("failed to listen on TCP port {port} at {ip}: {e}"))?;
             if port == 0 {
@@ -441,6 +445,18 @@ fn bind_listeners(s: &Settings) -> Result<Vec<Vec<TcpListener>>, String> {
         all.push(per_slot);
     }
     Ok(all)
+}
+
+/// SO_REUSEPORT would let us join another process's sockets on the port (of
+/// the same user) and split its connections: bind once without it first, as
+/// memcached would, so that a busy port is refused.
+fn ensure_free(addr: SocketAddr) -> std::io::Result<()> {
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into())
 }
 
 fn listener(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
