@@ -40,9 +40,9 @@ fn pair(args: &[&str]) -> (Server, Server) {
 
 /// `Server::start(kind, args)` (args must hold `-t <n>`), once its port is its
 /// own. The harness's `free_port` can hand one port to two tests starting at
-/// once, and SO_REUSEPORT lets a second shmcached join a port a first one
-/// holds (tests/processes.rs `a_second_instance_on_a_busy_port_is_refused`),
-/// after which connections reach either; such a start is retried.
+/// once: the later daemon then exits (EADDRINUSE), but the harness may already
+/// have taken the other daemon's accepting port for its readiness. Such a
+/// start is retried on another port.
 fn start(kind: Kind, args: &[&str]) -> Server {
     // memcached: one socket for `-l 127.0.0.1`; shmcached: one per worker.
     let sockets: usize = match kind {
@@ -802,7 +802,8 @@ fn a_client_that_never_reads_costs_bounded_memory() {
     );
     assert!(
         peak <= baseline + BOUND_MIB,
-        "a client pipelining gets of a 100 KB value without reading ({} KiB sent): server RSS rose from {baseline} MiB to {peak} MiB (bound: +{BOUND_MIB} MiB)",
+        "a client pipelining gets of a 100 KB value without reading ({} KiB sent): \
+         server RSS rose from {baseline} MiB to {peak} MiB (bound: +{BOUND_MIB} MiB)",
         pushed >> 10
     );
     drop(stream);

@@ -176,7 +176,8 @@ fn first_difference(expected: &[u8], got: &[u8]) -> String {
         .unwrap_or(expected.len().min(got.len()));
     let from = at.saturating_sub(60);
     format!(
-        "expected {} bytes, got {} bytes; first difference at byte {at}\n  expected: ...{}...\n  got:      ...{}...",
+        "expected {} bytes, got {} bytes; first difference at byte {at}\n  \
+         expected: ...{}...\n  got:      ...{}...",
         expected.len(),
         got.len(),
         escape(&expected[from..(at + 60).min(expected.len())]),
@@ -254,9 +255,9 @@ fn owns_its_port(server: &Server, sockets: usize) -> bool {
 
 /// `Server::shmcached(args)` (which must hold `-t <slots>`), once its port is
 /// its own. The harness's `free_port` can hand one port to two tests starting
-/// at once, and SO_REUSEPORT lets a second shmcached join a port a first one
-/// holds (`a_second_instance_on_a_busy_port_is_refused`), after which
-/// connections reach either; such a start is retried on another port.
+/// at once: the later daemon then exits (`a_second_instance_on_a_busy_port_is_refused`),
+/// but the harness may already have taken the other daemon's accepting port
+/// for its readiness. Such a start is retried on another port.
 fn start_shmcached(args: &[&str]) -> Server {
     let slots: usize = args
         .windows(2)
@@ -485,14 +486,14 @@ fn a_killed_worker_is_replaced_and_the_data_survives() {
         workers = wait_for(within, || {
             let kids = children(server.pid());
             // (A pid reused this soon would be a remarkable coincidence.)
-            let replaced = kids.len() == T
-                && !kids.contains(&victim)
-                && kids.iter().all(|&k| is_alive(k));
+            let replaced =
+                kids.len() == T && !kids.contains(&victim) && kids.iter().all(|&k| is_alive(k));
             replaced.then_some(kids)
         })
         .unwrap_or_else(|| {
             panic!(
-                "round {round}: after kill -9 of worker {victim}, no replacement within {within:?}; children now {:?}",
+                "round {round}: after kill -9 of worker {victim}, no replacement within \
+                 {within:?}; children now {:?}",
                 children(server.pid())
             )
         });
@@ -508,7 +509,8 @@ fn a_killed_worker_is_replaced_and_the_data_survives() {
         let s = stats(&server, "");
         assert!(
             restarts_and_alive.is_some(),
-            "round {round}: stats should show worker_restarts >= {round} and workers_alive == {T}; got worker_restarts {} workers_alive {}",
+            "round {round}: stats should show worker_restarts >= {round} and workers_alive == \
+             {T}; got worker_restarts {} workers_alive {}",
             stat_u64(&s, "worker_restarts"),
             stat_u64(&s, "workers_alive")
         );
@@ -547,7 +549,8 @@ fn connections_made_while_a_slot_is_empty_are_not_lost() {
         let line = conn.read_line();
         assert!(
             line.starts_with(b"VERSION ") && line.ends_with(b"\r\n"),
-            "connection {i} of 20 made while the slot was empty: expected `VERSION ...\\r\\n` within 3 s of the kill, got {:?}",
+            "connection {i} of 20 made while the slot was empty: expected `VERSION ...\\r\\n` \
+             within 3 s of the kill, got {:?}",
             escape(&line)
         );
     }
@@ -810,8 +813,12 @@ fn a_second_instance_on_a_busy_port_is_refused() {
     // Killed after 2 s if it does start; look at the port before that.
     let started = thread::scope(|s| {
         let second = s.spawn(|| try_run_to_exit(&args, Duration::from_secs(2)));
-        thread::sleep(Duration::from_millis(1500));
-        let listeners_during = listening_inodes(port).len();
+        let mut listeners_during = 0;
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        while !second.is_finished() && Instant::now() < deadline {
+            listeners_during = listeners_during.max(listening_inodes(port).len());
+            thread::sleep(POLL);
+        }
         (
             second.join().expect("second instance thread"),
             listeners_during,
@@ -820,8 +827,9 @@ fn a_second_instance_on_a_busy_port_is_refused() {
     let (run, listeners_during) = started;
     let run = run.unwrap_or_else(|e| {
         panic!(
-            "a second shmcached on port {port}, where a first one listens, started and shared the port \
-             (listening sockets on it: {listeners_before} before, {listeners_during} while the second ran): {e}"
+            "a second shmcached on port {port}, where a first one listens, started and shared \
+             the port (sockets listening on it: {listeners_before} before, up to \
+             {listeners_during} while the second ran): {e}"
         )
     });
     assert!(

@@ -138,10 +138,25 @@ fn temp_path(tag: &str) -> PathBuf {
     ))
 }
 
-/// A port nobody listens on right now (the kernel's pick for 127.0.0.1:0).
+/// A port nobody listens on right now. Picked at random from 20000..60000
+/// (not the kernel's pick for port 0, which tends to hand the same port that
+/// was just released to the next caller, so parallel tests collided).
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut rng = XorShift::new(
+        nanos ^ ((std::process::id() as u64) << 32) ^ DRAWS.fetch_add(1, Ordering::Relaxed),
+    );
+    loop {
+        let port = 20000 + rng.below(40000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Which daemon a [`Server`] runs.
