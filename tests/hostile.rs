@@ -29,102 +29,13 @@ const POLL: Duration = Duration::from_millis(10);
 /// memcached and shmcached with the same arguments, started side by side.
 fn pair(args: &[&str]) -> (Server, Server) {
     thread::scope(|s| {
-        let reference = s.spawn(|| start(Kind::Memcached, args));
-        let target = s.spawn(|| start(Kind::Shmcached, args));
+        let reference = s.spawn(|| Server::start(Kind::Memcached, args));
+        let target = s.spawn(|| Server::start(Kind::Shmcached, args));
         (
             reference.join().expect("start memcached"),
             target.join().expect("start shmcached"),
         )
     })
-}
-
-/// `Server::start(kind, args)` (args must hold `-t <n>`), once its port is its
-/// own. The harness's `free_port` can hand one port to two tests starting at
-/// once: the later daemon then exits (EADDRINUSE), but the harness may already
-/// have taken the other daemon's accepting port for its readiness. Such a
-/// start is retried on another port.
-fn start(kind: Kind, args: &[&str]) -> Server {
-    // memcached: one socket for `-l 127.0.0.1`; shmcached: one per worker.
-    let sockets: usize = match kind {
-        Kind::Memcached => 1,
-        Kind::Shmcached => args
-            .windows(2)
-            .find(|w| w[0] == "-t")
-            .and_then(|w| w[1].parse().ok())
-            .expect("start needs `-t <n>`"),
-    };
-    for _ in 0..5 {
-        let server = Server::start(kind, args);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while !owns_its_port(&server, sockets) && Instant::now() < deadline {
-            thread::sleep(POLL);
-        }
-        // A second instance that got the same port joins within moments.
-        thread::sleep(Duration::from_millis(50));
-        if owns_its_port(&server, sockets) {
-            return server;
-        }
-        eprintln!(
-            "note: port {} is not {}'s alone; starting again on another port",
-            server.port(),
-            server.pid()
-        );
-    }
-    panic!(
-        "could not start {} {args:?} on a port of its own",
-        kind.name()
-    );
-}
-
-/// `server`'s port has exactly `sockets` listeners, all held by `server`.
-fn owns_its_port(server: &Server, sockets: usize) -> bool {
-    let listeners = listening_inodes(server.port());
-    let own = socket_inodes(server.pid());
-    listeners.len() == sockets && listeners.iter().all(|i| own.contains(i))
-}
-
-/// Inodes of the TCP sockets listening on `port` (IPv4 and IPv6).
-fn listening_inodes(port: u16) -> Vec<u64> {
-    let mut found = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state), Some(inode)) =
-                (fields.get(1), fields.get(3), fields.get(9))
-            else {
-                continue;
-            };
-            let local_port = local
-                .rsplit(':')
-                .next()
-                .and_then(|h| u16::from_str_radix(h, 16).ok());
-            if local_port == Some(port) && *state == "0A" {
-                found.extend(inode.parse::<u64>().ok());
-            }
-        }
-    }
-    found
-}
-
-/// Inodes of the sockets `pid` holds open.
-fn socket_inodes(pid: u32) -> Vec<u64> {
-    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return Vec::new();
-    };
-    fds.flatten()
-        .filter_map(|fd| fs::read_link(fd.path()).ok())
-        .filter_map(|target| {
-            target
-                .to_str()?
-                .strip_prefix("socket:[")?
-                .strip_suffix(']')?
-                .parse()
-                .ok()
-        })
-        .collect()
 }
 
 /// What one step of a case saw: the reply bytes (escaped) and how the read
@@ -673,7 +584,7 @@ fn invalid_keys_get_memcacheds_replies() {
 #[test]
 fn connections_over_the_limit_are_told_and_closed() {
     const REFUSAL: &[u8] = b"ERROR Too many open connections\r\n";
-    let server = start(Kind::Shmcached, &["-t", "2", "-m", "16", "-c", "10"]);
+    let server = Server::start(Kind::Shmcached, &["-t", "2", "-m", "16", "-c", "10"]);
     let mut first = server.connect();
     // Wait until the harness's readiness probe is closed: only `first` open.
     let open = wait_for_stat(&mut first, "curr_connections", 1, Duration::from_secs(3));
@@ -739,7 +650,7 @@ fn a_client_that_never_reads_costs_bounded_memory() {
     const VALUE_LEN: usize = 100 * 1024;
     const PUSH_TOTAL: usize = 50 << 20;
     const BOUND_MIB: u64 = 200;
-    let server = start(Kind::Shmcached, &["-t", "2", "-m", "64"]);
+    let server = Server::start(Kind::Shmcached, &["-t", "2", "-m", "64"]);
     let value: Vec<u8> = (0..VALUE_LEN).map(|i| b'a' + (i % 26) as u8).collect();
     let mut set = format!("set big 0 0 {VALUE_LEN}\r\n").into_bytes();
     set.extend_from_slice(&value);

@@ -9,7 +9,7 @@ mod common;
 
 use common::{
     Conn, Ending, SHMCACHED, SIGKILL, SIGTERM, Server, XorShift, children, escape, free_port,
-    is_alive, proc_stat, signal, test_seed,
+    is_alive, listening_inodes, proc_stat, signal, socket_inodes, test_seed,
 };
 use std::collections::HashMap;
 use std::fs;
@@ -202,86 +202,11 @@ fn nothing_listens(port: u16) -> bool {
     listening_inodes(port).is_empty()
 }
 
-/// Inodes of the TCP sockets listening on `port` (IPv4 and IPv6).
-fn listening_inodes(port: u16) -> Vec<u64> {
-    let mut found = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state), Some(inode)) =
-                (fields.get(1), fields.get(3), fields.get(9))
-            else {
-                continue;
-            };
-            let local_port = local
-                .rsplit(':')
-                .next()
-                .and_then(|h| u16::from_str_radix(h, 16).ok());
-            if local_port == Some(port) && *state == "0A" {
-                found.extend(inode.parse::<u64>().ok());
-            }
-        }
-    }
-    found
-}
-
-/// Inodes of the sockets `pid` holds open.
-fn socket_inodes(pid: u32) -> Vec<u64> {
-    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return Vec::new();
-    };
-    fds.flatten()
-        .filter_map(|fd| fs::read_link(fd.path()).ok())
-        .filter_map(|target| {
-            target
-                .to_str()?
-                .strip_prefix("socket:[")?
-                .strip_suffix(']')?
-                .parse()
-                .ok()
-        })
-        .collect()
-}
-
 /// `server`'s port has exactly `sockets` listeners, all held by `server`.
 fn owns_its_port(server: &Server, sockets: usize) -> bool {
     let listeners = listening_inodes(server.port());
     let own = socket_inodes(server.pid());
     listeners.len() == sockets && listeners.iter().all(|i| own.contains(i))
-}
-
-/// `Server::shmcached(args)` (which must hold `-t <slots>`), once its port is
-/// its own. The harness's `free_port` can hand one port to two tests starting
-/// at once: the later daemon then exits (`a_second_instance_on_a_busy_port_is_refused`),
-/// but the harness may already have taken the other daemon's accepting port
-/// for its readiness. Such a start is retried on another port.
-fn start_shmcached(args: &[&str]) -> Server {
-    let slots: usize = args
-        .windows(2)
-        .find(|w| w[0] == "-t")
-        .and_then(|w| w[1].parse().ok())
-        .expect("start_shmcached needs `-t <n>`");
-    for _ in 0..5 {
-        let server = Server::shmcached(args);
-        let owned = wait_for(Duration::from_secs(2), || {
-            owns_its_port(&server, slots).then_some(())
-        });
-        // A second instance that got the same port joins within moments.
-        thread::sleep(Duration::from_millis(50));
-        if owned.is_some() && owns_its_port(&server, slots) {
-            return server;
-        }
-        eprintln!(
-            "note: port {} is not {}'s alone (listeners {:?}); starting again on another port",
-            server.port(),
-            server.pid(),
-            listening_inodes(server.port())
-        );
-    }
-    panic!("could not start shmcached {args:?} on a port of its own");
 }
 
 /// What a daemon run that should end by itself left.
@@ -402,7 +327,7 @@ fn assert_refused(run: &Run, port: u16, what: &str) {
 fn workers_are_the_supervisors_children() {
     let pid_file = pid_file_path("children");
     let pid_file_arg = pid_file.to_string_lossy().into_owned();
-    let server = start_shmcached(&["-t", "3", "-m", "16", "-P", &pid_file_arg]);
+    let server = Server::shmcached(&["-t", "3", "-m", "16", "-P", &pid_file_arg]);
     let supervisor = server.pid();
     let workers = wait_for_workers(&server, 3);
 
@@ -460,7 +385,7 @@ fn a_killed_worker_is_replaced_and_the_data_survives() {
     let seed = test_seed();
     eprintln!("a_killed_worker_is_replaced_and_the_data_survives: SHMCACHED_TEST_SEED={seed}");
     let mut rng = XorShift::new(seed);
-    let server = start_shmcached(&["-t", "3", "-m", "16"]);
+    let server = Server::shmcached(&["-t", "3", "-m", "16"]);
     let mut workers = wait_for_workers(&server, T);
 
     let items: Vec<(String, String)> = (0..300)
@@ -527,7 +452,7 @@ fn a_killed_worker_is_replaced_and_the_data_survives() {
 /// supervisor's socket and are all answered by the replacement.
 #[test]
 fn connections_made_while_a_slot_is_empty_are_not_lost() {
-    let server = start_shmcached(&["-t", "1", "-m", "16"]);
+    let server = Server::shmcached(&["-t", "1", "-m", "16"]);
     let worker = wait_for_workers(&server, 1)[0];
     assert_serves(&server, "warm");
     let killed_at = Instant::now();
@@ -569,7 +494,7 @@ fn sigterm_answers_a_pipelined_stream_then_cleans_up() {
     const SETS: usize = 2000;
     let pid_file = pid_file_path("sigterm-stream");
     let pid_file_arg = pid_file.to_string_lossy().into_owned();
-    let mut server = start_shmcached(&["-t", "2", "-m", "16", "-P", &pid_file_arg]);
+    let mut server = Server::shmcached(&["-t", "2", "-m", "16", "-P", &pid_file_arg]);
     let supervisor = server.pid();
     let workers: Vec<common::ProcStat> = wait_for_workers(&server, 2)
         .into_iter()
@@ -650,7 +575,7 @@ fn sigterm_answers_a_pipelined_stream_then_cleans_up() {
 /// SIGTERM with only idle connections: exit 0 within 2 s; each sees EOF.
 #[test]
 fn sigterm_with_idle_connections_exits_within_two_seconds() {
-    let mut server = start_shmcached(&["-t", "2", "-m", "16"]);
+    let mut server = Server::shmcached(&["-t", "2", "-m", "16"]);
     wait_for_workers(&server, 2);
     let mut idle: Vec<Conn> = (0..10).map(|_| server.connect()).collect();
     for conn in &mut idle {
@@ -684,7 +609,7 @@ fn sigterm_with_idle_connections_exits_within_two_seconds() {
 /// dead one's segment and serves.
 #[test]
 fn workers_die_with_a_killed_supervisor_and_the_next_start_cleans_up() {
-    let mut server = start_shmcached(&["-t", "3", "-m", "16"]);
+    let mut server = Server::shmcached(&["-t", "3", "-m", "16"]);
     let dead = server.pid();
     let port = server.port();
     let workers: Vec<common::ProcStat> = wait_for_workers(&server, 3)
@@ -726,7 +651,7 @@ fn workers_die_with_a_killed_supervisor_and_the_next_start_cleans_up() {
 
     // On another port: the kernel may hand the freed port out again.
     let next = (0..5)
-        .map(|_| start_shmcached(&["-t", "2", "-m", "16"]))
+        .map(|_| Server::shmcached(&["-t", "2", "-m", "16"]))
         .find(|s| s.port() != port)
         .expect("an instance on a port other than the dead one's");
     assert_eq!(
@@ -794,7 +719,7 @@ fn bad_flags_are_refused_with_one_line() {
 /// would then take connections, each with its own table.
 #[test]
 fn a_second_instance_on_a_busy_port_is_refused() {
-    let first = start_shmcached(&["-t", "2", "-m", "16"]);
+    let first = Server::shmcached(&["-t", "2", "-m", "16"]);
     let port = first.port();
     let port_arg = port.to_string();
     let args = [

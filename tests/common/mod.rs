@@ -214,11 +214,23 @@ impl Server {
         Server::start(Kind::target(), args)
     }
 
+    /// Start `kind` on a free port, once the port is the server's own: two
+    /// tests starting at once can still draw one port, and then the harness
+    /// could take the other daemon's accepting port for this one's
+    /// readiness. Such a start is retried on another port.
     pub fn start(kind: Kind, args: &[&str]) -> Server {
         let mut last_failure = String::new();
         for _ in 0..PORT_ATTEMPTS {
             match Server::try_start(kind, free_port(), args) {
-                Ok(server) => return server,
+                Ok(server) => {
+                    // A second instance that drew the same port joins (or
+                    // fails) within moments.
+                    thread::sleep(Duration::from_millis(50));
+                    if server.owns_its_port() {
+                        return server;
+                    }
+                    last_failure = format!("port {} is not its own", server.port());
+                }
                 Err(failure) => last_failure = failure,
             }
         }
@@ -294,6 +306,13 @@ impl Server {
 
     fn child_mut(&mut self) -> &mut Child {
         self.child.as_mut().expect("server already stopped")
+    }
+
+    /// Every socket listening on the port is held by this server's process.
+    pub fn owns_its_port(&self) -> bool {
+        let listeners = listening_inodes(self.port());
+        let own = socket_inodes(self.pid());
+        !listeners.is_empty() && listeners.iter().all(|i| own.contains(i))
     }
 
     pub fn kind(&self) -> Kind {
@@ -641,4 +660,48 @@ pub fn test_seed() -> u64 {
                 .duration_since(UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64)
         })
+}
+
+/// Inodes of the TCP sockets listening on `port` (IPv4 and IPv6).
+pub fn listening_inodes(port: u16) -> Vec<u64> {
+    let mut found = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            let local_port = local
+                .rsplit(':')
+                .next()
+                .and_then(|h| u16::from_str_radix(h, 16).ok());
+            if local_port == Some(port) && *state == "0A" {
+                found.extend(inode.parse::<u64>().ok());
+            }
+        }
+    }
+    found
+}
+
+/// Inodes of the sockets `pid` holds open.
+pub fn socket_inodes(pid: u32) -> Vec<u64> {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter_map(|fd| fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            target
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
 }
