@@ -1293,7 +1293,14 @@ impl Side {
 
 #[test]
 fn random_sequence_matches_memcached() {
-    let seed = common::test_seed();
+    // A fixed default seed: memcached itself is not deterministic under some
+    // pipelined sequences (an incr/decr of an item that a reply in flight
+    // still holds, LRU bumps), so a fresh seed per run could fail on
+    // memcached's side now and then. SHMCACHED_TEST_SEED explores others.
+    let seed = std::env::var("SHMCACHED_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_2026_1126);
     let steps: usize = std::env::var("SHMCACHED_DIFF_STEPS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -1327,10 +1334,32 @@ fn random_sequence_matches_memcached() {
             let mut all: Vec<&Vec<u8>> = history.iter().collect();
             all.extend(&requests[..=upto]);
             let from = all.len().saturating_sub(8);
-            all[from..]
-                .iter()
-                .map(|r| format!("    {}\n", escape(r)))
-                .collect()
+            // Earlier commands on the differing command's key explain its state.
+            let key = all
+                .last()
+                .and_then(|r| r.split(|&b| b == b' ' || b == b'\r').nth(1))
+                .unwrap_or_default()
+                .to_vec();
+            let on_key = |r: &Vec<u8>| {
+                !key.is_empty()
+                    && r.split(|&b| b == b' ' || b == b'\r')
+                        .any(|t| t == key.as_slice())
+            };
+            let earlier: Vec<&Vec<u8>> =
+                all[..from].iter().copied().filter(|r| on_key(r)).collect();
+            let earlier = &earlier[earlier.len().saturating_sub(12)..];
+            let mut text = String::new();
+            if !earlier.is_empty() {
+                text.push_str("    (earlier, on the same key:)\n");
+                for r in earlier {
+                    text.push_str(&format!("    {}\n", escape(r)));
+                }
+                text.push_str("    (then:)\n");
+            }
+            for r in &all[from..] {
+                text.push_str(&format!("    {}\n", escape(r)));
+            }
+            text
         };
         match actual {
             Err((why, raw)) => {
@@ -1373,8 +1402,8 @@ fn random_sequence_matches_memcached() {
             }
         }
         history.extend(requests);
-        if history.len() > 64 {
-            history.drain(..history.len() - 64);
+        if history.len() > 1024 {
+            history.drain(..history.len() - 1024);
         }
         done += ops.len();
     }

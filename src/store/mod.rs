@@ -10,8 +10,10 @@
 //!   an item outlives the lock (no refcounts that a dead worker could leak);
 //! - an item is written aside (INFLIGHT) and published with one store of its id.
 
+pub mod conns;
 pub mod item;
 pub mod lock;
+pub mod prefix;
 pub mod segment;
 pub mod slab;
 pub mod stats;
@@ -19,11 +21,13 @@ pub mod stats;
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering::Relaxed, Ordering::Release};
 
 use crate::protocol::StoreMode;
+use conns::{CONNS_PER_WORKER, ConnEntry};
 use item::{FETCHED, ITEM_HEADER, Item, LINKED, item_size};
 use lock::RobustMutex;
+use prefix::{PREFIX_ENTRIES, PrefixEntry};
 use segment::{Header, Layout, LayoutParams, Segment, WorkerSlot};
 use slab::{AllocError, SlabClass};
-use stats::{Counter, Counters};
+use stats::{ClassCounter, ClassCounters, Counter, Counters};
 
 /// "No page" in a class's `cur_page`.
 pub(crate) const NONE: u32 = u32::MAX;
@@ -85,6 +89,12 @@ pub struct Store {
     stripes: &'static [RobustMutex],
     buckets: &'static [AtomicU32],
     classes: &'static [SlabClass],
+    /// Worker-major: slot `w`'s counters for class `c` at `w * classes + c`.
+    class_stats: &'static [ClassCounters],
+    /// Worker-major: slot `w`'s entries at `w * CONNS_PER_WORKER ..`.
+    conns: &'static [ConnEntry],
+    /// PREFIX_ENTRIES entries, then the overflow entry.
+    prefixes: &'static [PrefixEntry],
     page_table: &'static [AtomicU8],
 }
 
@@ -101,6 +111,8 @@ impl Store {
         // is never dropped before exit, so the 'static borrows never dangle.
         // Every element type is made of atomics or a process-shared mutex, so
         // shared references are sound whatever other processes do.
+        let classes_len = l.class_sizes.len();
+        let slots_len = l.worker_slots as usize;
         let (slots, stripes, buckets, classes, page_table) = unsafe {
             (
                 std::slice::from_raw_parts(
@@ -125,6 +137,25 @@ impl Store {
                 ),
             )
         };
+        // SAFETY: as above: these regions are laid out by `Layout::new`, zeroed
+        // (all-zero is a valid value of each: counters at 0, free entries),
+        // and hold only atomics.
+        let (class_stats, conns, prefixes) = unsafe {
+            (
+                std::slice::from_raw_parts(
+                    base.add(l.off_class_stats as usize) as *const ClassCounters,
+                    slots_len * classes_len,
+                ),
+                std::slice::from_raw_parts(
+                    base.add(l.off_conns as usize) as *const ConnEntry,
+                    slots_len * CONNS_PER_WORKER,
+                ),
+                std::slice::from_raw_parts(
+                    base.add(l.off_prefixes as usize) as *const PrefixEntry,
+                    PREFIX_ENTRIES + 1,
+                ),
+            )
+        };
         // SAFETY: off_arena is inside the mapping (see Layout::new).
         let arena = unsafe { base.add(l.off_arena as usize) };
         let arena_len = l.page_count as u64 * l.page_size;
@@ -140,6 +171,9 @@ impl Store {
             stripes,
             buckets,
             classes,
+            class_stats,
+            conns,
+            prefixes,
             page_table,
         })
     }
@@ -192,6 +226,55 @@ impl Store {
         self.slots.iter().map(|s| s.counters.get(c)).sum()
     }
 
+    /// Count `c` for slab class `class` (this worker's counters; nothing in
+    /// the supervisor).
+    #[inline]
+    fn count_class(&self, class: usize, c: ClassCounter) {
+        if self.slot_index < self.slots.len()
+            && let Some(counters) = self
+                .class_stats
+                .get(self.slot_index * self.classes.len() + class)
+        {
+            counters.incr(c);
+        }
+    }
+
+    /// A per-class counter summed over all workers.
+    pub fn class_total(&self, class: usize, c: ClassCounter) -> u64 {
+        let n = self.classes.len();
+        (0..self.slots.len())
+            .map(|w| self.class_stats[w * n + class].get(c))
+            .sum()
+    }
+
+    /// `stats reset`: every worker's counters (not the gauges), the per-class
+    /// counters, and the prefix table.
+    pub fn reset_stats(&self) {
+        for slot in self.slots {
+            slot.counters.reset();
+        }
+        for c in self.class_stats {
+            c.reset();
+        }
+        for class in self.classes {
+            class.evicted_time.store(0, Relaxed);
+        }
+        self.clear_prefixes();
+    }
+
+    /// Slot `slot`'s connection table.
+    pub fn conn_table(&self, slot: usize) -> &[ConnEntry] {
+        &self.conns[slot * CONNS_PER_WORKER..(slot + 1) * CONNS_PER_WORKER]
+    }
+
+    /// A `set` whose data block was refused after its line was read (bad
+    /// data chunk): memcached counts it in its item's slab class.
+    pub fn count_refused_set(&self, key_len: usize, nbytes: usize) {
+        if let Some(class) = self.class_for(item_size(key_len, nbytes)) {
+            self.count_class(class, ClassCounter::cmd_set);
+        }
+    }
+
     // ---- commands ----
 
     /// Look `key` up; on a hit call `visit` with the item while it is locked.
@@ -208,6 +291,12 @@ impl Store {
             it.exptime
                 .store(expiry(exptime, now, self.started()), Relaxed);
         }
+        let hit = if touch.is_some() {
+            ClassCounter::touch_hits
+        } else {
+            ClassCounter::get_hits
+        };
+        self.count_class(it.class.load(Relaxed) as usize, hit);
         it.word.fetch_or(FETCHED, Relaxed);
         visit(Hit {
             flags: it.flags.load(Relaxed),
@@ -229,6 +318,9 @@ impl Store {
         cas_unique: u64,
     ) -> StoreResult {
         let now = unix_now();
+        if let Some(class) = self.class_for(item_size(key.len(), data.len())) {
+            self.count_class(class, ClassCounter::cmd_set);
+        }
         let hash = hash_key(key);
         let _s = self.stripe_for(hash).lock().repaired_trivially();
         let found = self.lookup(hash, key, now);
@@ -243,7 +335,11 @@ impl Store {
             }
             (StoreMode::Cas, None) => return StoreResult::NotFound,
             (StoreMode::Cas, Some(it)) if it.cas.load(Relaxed) != cas_unique => {
+                self.count_class(it.class.load(Relaxed) as usize, ClassCounter::cas_badval);
                 return StoreResult::Exists;
+            }
+            (StoreMode::Cas, Some(it)) => {
+                self.count_class(it.class.load(Relaxed) as usize, ClassCounter::cas_hits);
             }
             _ => {}
         }
@@ -282,17 +378,31 @@ impl Store {
             (old_value, data)
         };
         self.fill_item(new, key, flags, exptime, &[first, second]);
-        self.publish(hash, new, found);
+        self.publish(hash, new, found, true);
         StoreResult::Stored
     }
 
     /// delete: true if the key was there.
     pub fn delete(&self, key: &[u8]) -> bool {
+        self.unlink_key(key, true)
+    }
+
+    /// Drop `key`'s item, if any, without counting a delete (memcached does
+    /// this to the old value of a `set` refused as too large).
+    pub fn remove(&self, key: &[u8]) {
+        self.unlink_key(key, false);
+    }
+
+    fn unlink_key(&self, key: &[u8], counted: bool) -> bool {
         let now = unix_now();
         let hash = hash_key(key);
         let _s = self.stripe_for(hash).lock().repaired_trivially();
         match self.lookup(hash, key, now) {
             Some((link, id)) => {
+                if counted {
+                    let class = self.item(id).class.load(Relaxed) as usize;
+                    self.count_class(class, ClassCounter::delete_hits);
+                }
                 self.unlink_and_free(link, id);
                 true
             }
@@ -307,8 +417,9 @@ impl Store {
         let _s = self.stripe_for(hash).lock().repaired_trivially();
         match self.lookup(hash, key, now) {
             Some((_, id)) => {
-                self.item(id)
-                    .exptime
+                let it = self.item(id);
+                self.count_class(it.class.load(Relaxed) as usize, ClassCounter::touch_hits);
+                it.exptime
                     .store(expiry(exptime, now, self.started()), Relaxed);
                 self.bump_if_due(id, now);
                 true
@@ -350,12 +461,23 @@ impl Store {
         };
         let it = self.item(id);
         let (flags, exptime) = (it.flags.load(Relaxed), it.exptime.load(Relaxed));
+        // memcached counts the hit before it finds room for the result.
+        self.count_class(
+            it.class.load(Relaxed) as usize,
+            if incr {
+                ClassCounter::incr_hits
+            } else {
+                ClassCounter::decr_hits
+            },
+        );
         let new = match self.alloc_item(key, hash, bytes.len(), now) {
             Ok(new) => new,
             Err(_) => return ArithResult::NoMemory,
         };
         self.fill_item(new, key, flags, exptime, &[bytes]);
-        self.publish(hash, new, Some((link, id)));
+        // memcached rewrites a number that still fits in place: no new item
+        // for total_items.
+        self.publish(hash, new, Some((link, id)), n > old.len());
         ArithResult::Value(value)
     }
 
@@ -441,8 +563,9 @@ impl Store {
     }
 
     /// Make INFLIGHT item `new` visible with one store, replacing `old` (the
-    /// link that points at it, and its id) when there is one.
-    fn publish(&self, hash: u32, new: u32, old: Option<(&AtomicU32, u32)>) {
+    /// link that points at it, and its id) when there is one. `counted`: the
+    /// item counts in total_items (memcached's item links).
+    fn publish(&self, hash: u32, new: u32, old: Option<(&AtomicU32, u32)>, counted: bool) {
         let it = self.item(new);
         match old {
             Some((link, old_id)) => {
@@ -457,7 +580,9 @@ impl Store {
         }
         it.word.store(LINKED, Release);
         self.slot().inflight.store(0, Relaxed);
-        self.counters().incr(Counter::total_items);
+        if counted {
+            self.counters().incr(Counter::total_items);
+        }
         if let Some((_, old_id)) = old {
             self.free(old_id);
         }
@@ -620,8 +745,8 @@ pub fn expiry(exptime: i64, now: u32, started: u32) -> u32 {
 
 /// memcached's safe_strtoull over a stored value followed by its `\r\n`:
 /// leading whitespace and a `+` are fine; there must be digits, and they must
-/// end at whitespace, a NUL or the end of the value; a `-` before a non-zero
-/// number, or overflow, makes it non-numeric.
+/// end at whitespace, a NUL or the end of the value; overflow, or a `-` number
+/// whose unsigned negation looks negative, makes it non-numeric.
 pub fn parse_counter(v: &[u8]) -> Option<u64> {
     let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
     let mut i = v.iter().take_while(|&&b| is_space(b)).count();
@@ -638,8 +763,14 @@ pub fn parse_counter(v: &[u8]) -> Option<u64> {
     for &d in &v[i..end] {
         value = value.checked_mul(10)?.checked_add((d - b'0') as u64)?;
     }
-    if negative && value != 0 {
-        return None;
+    // strtoull negates a `-` number in unsigned arithmetic; memcached then
+    // refuses it only if the result looks negative as a signed number
+    // ("-5" is refused, "-18446744073709551615" reads as 1).
+    if negative {
+        value = value.wrapping_neg();
+        if (value as i64) < 0 {
+            return None;
+        }
     }
     // Past the value comes memcached's stored "\r\n", which is whitespace.
     match v.get(end) {
@@ -842,6 +973,79 @@ mod tests {
     }
 
     #[test]
+    fn per_class_counters_and_total_items() {
+        let s = store(4, true);
+        let c = s.class_for(item_size(1, 2)).unwrap();
+        let total = |k| s.class_total(c, k);
+        s.store(StoreMode::Set, b"n", 0, 0, b"10", 0);
+        assert_eq!(get(&s, b"n").unwrap().1, b"10");
+        s.get(b"n", Some(0), |_| {});
+        assert!(s.touch(b"n", 0));
+        // A number that still fits is rewritten in place: no new item.
+        assert_eq!(s.arith(b"n", false, 1), ArithResult::Value(9));
+        assert_eq!(s.arith(b"n", true, 91), ArithResult::Value(100));
+        assert!(s.delete(b"n"));
+        s.store(StoreMode::Set, b"r", 0, 0, b"ab", 0);
+        s.remove(b"r");
+        use ClassCounter::*;
+        assert_eq!(
+            [
+                get_hits,
+                touch_hits,
+                decr_hits,
+                incr_hits,
+                delete_hits,
+                cmd_set
+            ]
+            .map(total),
+            [1, 2, 1, 1, 1, 2]
+        );
+        // set n, incr to 3 digits, set r.
+        assert_eq!(s.total(Counter::total_items), 3);
+        s.reset_stats();
+        assert_eq!(total(cmd_set), 0);
+        assert_eq!(s.total(Counter::total_items), 0);
+    }
+
+    #[test]
+    fn prefix_table_counts_dumps_and_overflows() {
+        let s = store(4, true);
+        let rec = |k: &[u8], op| s.record_prefix(k, b':', op);
+        rec(b"a:1", prefix::PrefixOp::Set);
+        rec(b"a:2", prefix::PrefixOp::Get { hit: true });
+        rec(b"b:1", prefix::PrefixOp::Get { hit: false });
+        rec(b":x", prefix::PrefixOp::Delete);
+        rec(b"none", prefix::PrefixOp::Set);
+        let (lines, overflow) = s.prefix_dump();
+        let text: Vec<String> = lines
+            .iter()
+            .map(|l| {
+                format!(
+                    "{} {} {} {} {}",
+                    String::from_utf8_lossy(&l.prefix),
+                    l.get,
+                    l.hit,
+                    l.set,
+                    l.del
+                )
+            })
+            .collect();
+        // memcached's order: murmur3 buckets "" 0, "b" 3, "a" 178.
+        assert_eq!(text, [" 0 0 0 1", "b 1 0 0 0", "a 1 1 1 0"]);
+        assert_eq!(overflow, None);
+        for i in 0..prefix::PREFIX_ENTRIES + 10 {
+            rec(format!("p{i}:k").as_bytes(), prefix::PrefixOp::Set);
+        }
+        let (lines, overflow) = s.prefix_dump();
+        assert_eq!(lines.len(), prefix::PREFIX_ENTRIES);
+        assert_eq!(overflow, Some([0, 0, 13, 0]));
+        s.clear_prefixes();
+        assert_eq!(s.prefix_dump(), (vec![], None));
+        rec(b"a:1", prefix::PrefixOp::Set);
+        assert_eq!(s.prefix_dump().0.len(), 1);
+    }
+
+    #[test]
     fn counter_values_follow_strtoull() {
         let cases: &[(&[u8], Option<u64>)] = &[
             (b"0", Some(0)),
@@ -852,6 +1056,8 @@ mod tests {
             (b"+7", Some(7)),
             (b"-5", None),
             (b"-0", Some(0)),
+            (b"-18446744073709551615", Some(1)),
+            (b"-9223372036854775808", None),
             (b"12abc", None),
             (b"abc", None),
             (b"", None),
