@@ -133,7 +133,27 @@ pub enum Parsed<'a> {
         /// memcached deletes the old item under a key whose new value it refused
         /// as too large; the worker does that for this key.
         unlink: Option<&'a [u8]>,
+        /// A storage command refused after its line was read, which memcached
+        /// still counts (`stats`, `stats slabs`, `stats detail`).
+        refused: Option<Refused<'a>>,
     },
+}
+
+/// A storage command whose line was good but whose value was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused<'a> {
+    pub key: &'a [u8],
+    /// The `<bytes>` of the command line.
+    pub nbytes: usize,
+    pub why: Refusal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `SERVER_ERROR object too large for cache`: counted in store_too_large.
+    TooLarge,
+    /// `CLIENT_ERROR bad data chunk`: counted in cmd_set.
+    BadDataChunk,
 }
 
 /// Which dialects a listener accepts (`-B`). Binary is a later issue; `auto`

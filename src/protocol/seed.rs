@@ -136,6 +136,7 @@ fn fail<'a>(reply: &'static [u8], consumed: usize) -> Parsed<'a> {
         swallow: 0,
         close: true,
         unlink: None,
+        refused: None,
     }
 }
 

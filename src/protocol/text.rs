@@ -16,7 +16,9 @@
 //! empty), `ERROR` for an unknown command or a wrong token count never does.
 //! Nothing is allocated: every slice in a [`Command`] borrows from the buffer.
 
-use super::{Command, KEY_MAX_LENGTH, LINE_MAX, Limits, Parsed, StoreMode, keys, reply};
+use super::{
+    Command, KEY_MAX_LENGTH, LINE_MAX, Limits, Parsed, Refusal, Refused, StoreMode, keys, reply,
+};
 
 /// memcached reads into a 16 KiB buffer and judges a line whose `\n` is not within
 /// it as if the `\n` had not arrived (closed unless it is a multiget).
@@ -276,6 +278,11 @@ impl<'a> Request<'a> {
                 close: false,
                 // Only `set` must not leave the stale value behind [proto_text.c].
                 unlink: (mode == StoreMode::Set).then_some(key),
+                refused: Some(Refused {
+                    key,
+                    nbytes: bytes,
+                    why: Refusal::TooLarge,
+                }),
             };
         }
         let end = self.consumed + bytes + 2;
@@ -284,7 +291,22 @@ impl<'a> Request<'a> {
         };
         let (data, terminator) = block.split_at(bytes);
         if terminator != b"\r\n" {
-            return self.client_error(reply::CLIENT_ERROR_BAD_DATA_CHUNK, noreply, end);
+            return Parsed::Error {
+                reply: if noreply {
+                    b""
+                } else {
+                    reply::CLIENT_ERROR_BAD_DATA_CHUNK
+                },
+                consumed: end,
+                swallow: 0,
+                close: false,
+                unlink: None,
+                refused: Some(Refused {
+                    key,
+                    nbytes: bytes,
+                    why: Refusal::BadDataChunk,
+                }),
+            };
         }
         self.done(
             Command::Store {
@@ -484,6 +506,7 @@ impl<'a> Request<'a> {
             swallow: 0,
             close: false,
             unlink: None,
+            refused: None,
         }
     }
 
@@ -495,6 +518,7 @@ impl<'a> Request<'a> {
             swallow: 0,
             close: false,
             unlink: None,
+            refused: None,
         }
     }
 }
@@ -507,6 +531,7 @@ fn close<'a>(consumed: usize) -> Parsed<'a> {
         swallow: 0,
         close: true,
         unlink: None,
+        refused: None,
     }
 }
 
@@ -636,6 +661,7 @@ pub(crate) mod tests {
                 swallow,
                 close,
                 unlink,
+                refused,
             } => {
                 let mut text = format!("error '{}' +{consumed}", esc(reply));
                 if *swallow > 0 {
@@ -646,6 +672,9 @@ pub(crate) mod tests {
                 }
                 if let Some(key) = unlink {
                     text += &format!(" unlink '{}'", esc(key));
+                }
+                if let Some(r) = refused {
+                    text += &format!(" refused '{}' {} {:?}", esc(r.key), r.nbytes, r.why);
                 }
                 text
             }
@@ -1106,46 +1135,49 @@ pub(crate) mod tests {
             // Exactly bytes + 2 are taken, whatever they are; the old item stays.
             (
                 b"set k 0 0 1\r\nab\r\n",
-                r"error 'CLIENT_ERROR bad data chunk\r\n' +16",
+                r"error 'CLIENT_ERROR bad data chunk\r\n' +16 refused 'k' 1 BadDataChunk",
             ),
             (
                 b"set k 0 0 1\r\nabc\r\n",
-                r"error 'CLIENT_ERROR bad data chunk\r\n' +16",
+                r"error 'CLIENT_ERROR bad data chunk\r\n' +16 refused 'k' 1 BadDataChunk",
             ),
             (
                 b"set k 0 0 1\r\na\n\r\n",
-                r"error 'CLIENT_ERROR bad data chunk\r\n' +16",
+                r"error 'CLIENT_ERROR bad data chunk\r\n' +16 refused 'k' 1 BadDataChunk",
             ),
-            (b"set k 0 0 1 noreply\r\nab\r\n", "error '' +24"),
+            (
+                b"set k 0 0 1 noreply\r\nab\r\n",
+                "error '' +24 refused 'k' 1 BadDataChunk",
+            ),
             // Too large: the block is swallowed, and a set drops the old item.
             (
                 b"set k 0 0 1049600\r\n",
-                r"error 'SERVER_ERROR object too large for cache\r\n' +19 swallow 1049602 unlink 'k'",
+                r"error 'SERVER_ERROR object too large for cache\r\n' +19 swallow 1049602 unlink 'k' refused 'k' 1049600 TooLarge",
             ),
             (
                 b"add k 0 0 1049600\r\n",
-                r"error 'SERVER_ERROR object too large for cache\r\n' +19 swallow 1049602",
+                r"error 'SERVER_ERROR object too large for cache\r\n' +19 swallow 1049602 refused 'k' 1049600 TooLarge",
             ),
             (
                 b"replace k 0 0 1049600\r\n",
-                r"error 'SERVER_ERROR object too large for cache\r\n' +23 swallow 1049602",
+                r"error 'SERVER_ERROR object too large for cache\r\n' +23 swallow 1049602 refused 'k' 1049600 TooLarge",
             ),
             (
                 b"append k 0 0 1049600\r\n",
-                r"error 'SERVER_ERROR object too large for cache\r\n' +22 swallow 1049602",
+                r"error 'SERVER_ERROR object too large for cache\r\n' +22 swallow 1049602 refused 'k' 1049600 TooLarge",
             ),
             (
                 b"cas k 0 0 1049600 1\r\n",
-                r"error 'SERVER_ERROR object too large for cache\r\n' +21 swallow 1049602",
+                r"error 'SERVER_ERROR object too large for cache\r\n' +21 swallow 1049602 refused 'k' 1049600 TooLarge",
             ),
             (
                 b"set k 0 0 1049600 noreply\r\n",
-                "error '' +27 swallow 1049602 unlink 'k'",
+                "error '' +27 swallow 1049602 unlink 'k' refused 'k' 1049600 TooLarge",
             ),
             // proto_text.c: the largest size the line check lets through.
             (
                 b"set k 0 0 2147483645\r\n",
-                r"error 'SERVER_ERROR object too large for cache\r\n' +22 swallow 2147483647 unlink 'k'",
+                r"error 'SERVER_ERROR object too large for cache\r\n' +22 swallow 2147483647 unlink 'k' refused 'k' 2147483645 TooLarge",
             ),
         ];
         cases.extend(owned.iter().map(|(r, e)| (&r[..], e.as_str())));
@@ -1434,7 +1466,7 @@ pub(crate) mod tests {
                 "incr 'a' 5 +10",
                 r"error 'CLIENT_ERROR bad command line format\r\n' +15",
                 r"error 'ERROR\r\n' +5",
-                r"error 'CLIENT_ERROR bad data chunk\r\n' +16",
+                r"error 'CLIENT_ERROR bad data chunk\r\n' +16 refused 'k' 1 BadDataChunk",
                 r"error 'ERROR\r\n' +1",
                 "delete 'a' +10",
             ]
@@ -1445,7 +1477,10 @@ pub(crate) mod tests {
         stream.extend_from_slice(b"\r\nversion\r\n");
         assert_eq!(
             parse_all(&stream, &LIMITS),
-            ["error '' +27 swallow 1049602 unlink 'k'", "version +9"]
+            [
+                "error '' +27 swallow 1049602 unlink 'k' refused 'k' 1049600 TooLarge",
+                "version +9"
+            ]
         );
     }
 
@@ -1466,8 +1501,12 @@ pub(crate) mod tests {
             b"GET name\r\n",
         ];
         for request in requests {
-            let whole = describe(&protocol::parse(request, &LIMITS));
-            assert!(whole.ends_with(&format!("+{}", request.len())), "{whole}");
+            let whole = protocol::parse(request, &LIMITS);
+            let consumed = match whole {
+                Parsed::Command { consumed, .. } | Parsed::Error { consumed, .. } => consumed,
+                Parsed::Incomplete => 0,
+            };
+            assert_eq!(consumed, request.len(), "{}", describe(&whole));
             for cut in 0..request.len() {
                 assert_eq!(
                     describe(&protocol::parse(&request[..cut], &LIMITS)),
@@ -1479,7 +1518,7 @@ pub(crate) mod tests {
             // More bytes behind it change nothing.
             let mut longer = request.to_vec();
             longer.extend_from_slice(b"get x\r\n");
-            assert_eq!(describe(&protocol::parse(&longer, &LIMITS)), whole);
+            assert_eq!(protocol::parse(&longer, &LIMITS), whole);
         }
     }
 

@@ -2,8 +2,11 @@
 //! created, reserved and removed.
 //!
 //! ```text
-//! | Header | WorkerSlot x W | StripeLock x S | bucket heads (u32) x B | SlabClass x C | page table (u8) x P | arena: P pages |
+//! | Header | WorkerSlot x W | StripeLock x S | bucket heads (u32) x B | SlabClass x C |
+//! | ClassCounters x W x C | ConnEntry x W x 1024 | PrefixEntry x 1025 | page table (u8) x P | arena: P pages |
 //! ```
+//! The per-class counters and the connection table are per worker (each
+//! worker writes only its own part); the prefix table is shared.
 //! Everything inside is addressed by offsets (item ids are arena offsets / 8 + 1),
 //! never by pointers, so that the segment means the same in every process.
 
@@ -13,16 +16,18 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use shared_memory::{Shmem, ShmemConf};
 
+use super::conns::{CONNS_PER_WORKER, ConnEntry};
 use super::lock::RobustMutex;
+use super::prefix::{PREFIX_ENTRIES, PrefixEntry};
 use super::slab::SlabClass;
-use super::stats::Counters;
+use super::stats::{ClassCounters, Counters};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMCACHE");
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// memcached's default slab growth factor (`-f`).
-const GROWTH_FACTOR: f64 = 1.25;
+pub const GROWTH_FACTOR: f64 = 1.25;
 /// Smallest chunk: an item header plus a short key and value.
-const MIN_CHUNK: u64 = 64;
+pub const MIN_CHUNK: u64 = 64;
 const LINE: u64 = 64;
 
 /// What the layout depends on.
@@ -50,6 +55,9 @@ pub struct Layout {
     pub off_stripes: u64,
     pub off_buckets: u64,
     pub off_classes: u64,
+    pub off_class_stats: u64,
+    pub off_conns: u64,
+    pub off_prefixes: u64,
     pub off_pages: u64,
     pub off_arena: u64,
     pub total: u64,
@@ -91,7 +99,16 @@ impl Layout {
         let off_stripes = off_slots + worker_slots as u64 * size_of::<WorkerSlot>() as u64;
         let off_buckets = off_stripes + stripes as u64 * size_of::<RobustMutex>() as u64;
         let off_classes = align(off_buckets + buckets * 4, LINE);
-        let off_pages = off_classes + class_sizes.len() as u64 * size_of::<SlabClass>() as u64;
+        let classes = class_sizes.len() as u64;
+        let off_class_stats = off_classes + classes * size_of::<SlabClass>() as u64;
+        let off_conns = align(
+            off_class_stats + worker_slots as u64 * classes * size_of::<ClassCounters>() as u64,
+            LINE,
+        );
+        let off_prefixes = off_conns
+            + worker_slots as u64 * CONNS_PER_WORKER as u64 * size_of::<ConnEntry>() as u64;
+        let off_pages =
+            off_prefixes + (PREFIX_ENTRIES as u64 + 1) * size_of::<PrefixEntry>() as u64;
         let off_arena = align(off_pages + page_count, 4096);
         let total = off_arena + page_count * page_size;
         Ok(Layout {
@@ -105,6 +122,9 @@ impl Layout {
             off_stripes,
             off_buckets,
             off_classes,
+            off_class_stats,
+            off_conns,
+            off_prefixes,
             off_pages,
             off_arena,
             total,
@@ -135,10 +155,32 @@ pub struct Header {
     pub pages_used: AtomicU32,
     /// flush_all: items with a smaller cas are gone (0 = none).
     pub oldest_cas: AtomicU64,
-    /// `verbosity` as last set by a client (workers poll it).
+    /// `verbosity` as last set by a client, plus one (0 = never set).
     pub verbosity: AtomicU32,
     /// Set on a clean shutdown (for warm restart, later).
     pub clean: AtomicU32,
+    /// `stats detail`: 0 = as the settings say, 1 = off, 2 = on.
+    pub detail_enabled: AtomicU32,
+    /// The prefix table's current epoch (`stats reset` moves it on).
+    pub prefix_epoch: AtomicU32,
+    /// Claims of prefix entries so far (their order).
+    pub prefix_order: AtomicU32,
+    /// What a SIGHUP reload changes while the workers run.
+    pub live: LiveSettings,
+}
+
+/// Settings a SIGHUP reload changes while the workers run: the supervisor
+/// stores them, each worker loads them every tick of its loop.
+#[repr(C)]
+pub struct LiveSettings {
+    /// `-c`.
+    pub max_connections: AtomicU32,
+    /// `-R`.
+    pub reqs_per_event: AtomicU32,
+    /// `-o idle_timeout`, in milliseconds.
+    pub idle_timeout_ms: AtomicU64,
+    /// `-t`: worker slots in service; the slots past it are dormant.
+    pub workers: AtomicU32,
 }
 
 /// What the segment records about one worker slot.
@@ -153,7 +195,40 @@ pub struct WorkerSlot {
     pub started: AtomicU64,
     /// How many times this slot's worker was replaced.
     pub restarts: AtomicU64,
+    /// 1 once the current worker's event loop is set up (it accepts); the
+    /// supervisor clears it when the worker is gone. READY=1 waits for it.
+    pub ready: AtomicU32,
+    /// What the worker does with its connections when it drains: 0 = close
+    /// them (shutdown), n = pass them to slot n - 1's worker (a reload).
+    pub handoff: AtomicU32,
+    /// CLOCK_MONOTONIC milliseconds of the worker loop's last tick.
+    pub heartbeat_ms: AtomicU64,
     pub counters: Counters,
+}
+
+impl WorkerSlot {
+    /// The worker's loop is alive now.
+    pub fn beat(&self) {
+        self.heartbeat_ms
+            .store(monotonic_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long since the worker's loop last ticked.
+    pub fn since_beat(&self) -> std::time::Duration {
+        let last = self.heartbeat_ms.load(std::sync::atomic::Ordering::Relaxed);
+        std::time::Duration::from_millis(monotonic_ms().saturating_sub(last))
+    }
+}
+
+/// CLOCK_MONOTONIC in milliseconds: one clock for every process.
+fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we pass and nothing else.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
 /// A created (or attached) segment mapping. The supervisor owns it; a forked
@@ -306,6 +381,9 @@ mod tests {
         assert_eq!(l.off_arena % 4096, 0);
         assert_eq!(l.off_stripes % 64, 0);
         assert_eq!(l.off_classes % 64, 0);
+        assert_eq!(l.off_class_stats % 8, 0);
+        assert_eq!(l.off_conns % 64, 0);
+        assert_eq!(l.off_prefixes % 64, 0);
         assert!(*l.class_sizes.last().unwrap() as u64 == l.page_size);
         assert!(
             l.class_sizes

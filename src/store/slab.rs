@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use super::item::{FREE, INFLIGHT, LINKED};
 use super::lock::{Acquired, LockGuard, RobustMutex};
-use super::stats::Counter;
+use super::stats::{ClassCounter, Counter};
 use super::{NONE, Store};
 
 /// Most tail items looked at for one allocation (memcached: 5).
@@ -31,6 +31,26 @@ pub struct SlabClass {
     pub pages: AtomicU32,
     pub curr_items: AtomicU64,
     pub bytes: AtomicU64,
+    /// Seconds between the last access of the most recently evicted item and
+    /// its eviction (`stats items` evicted_time).
+    pub evicted_time: AtomicU32,
+}
+
+/// One slab class as `stats slabs` and `stats items` show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClassSnapshot {
+    pub chunk_size: u32,
+    pub per_page: u32,
+    pub pages: u32,
+    /// Chunks holding an item (or being filled).
+    pub used_chunks: u64,
+    /// Never-used chunks left at the end of the page being carved.
+    pub free_chunks_end: u64,
+    /// Bytes of the items held (header + key + value).
+    pub bytes: u64,
+    /// Seconds since the least recently used item was last accessed.
+    pub age: u32,
+    pub evicted_time: u32,
 }
 
 impl SlabClass {
@@ -91,7 +111,9 @@ impl Store {
             Some(id) => id,
             None => match self.carve(c) {
                 Some(id) => id,
-                None => self.evict_tail(c, now)?,
+                None => self.evict_tail(c, now).inspect_err(|_| {
+                    self.count_class(c, ClassCounter::outofmemory);
+                })?,
             },
         };
         let it = self.item(id);
@@ -206,16 +228,26 @@ impl Store {
                 self.unlink_from_chain(hash, id);
                 let fetched = it.word.load(Relaxed) & super::item::FETCHED != 0;
                 let counters = &self.slot().counters;
+                let count = |general, per_class| {
+                    counters.incr(general);
+                    self.count_class(c, per_class);
+                };
                 if dead {
-                    counters.incr(Counter::reclaimed);
+                    count(Counter::reclaimed, ClassCounter::reclaimed);
                     if !fetched {
-                        counters.incr(Counter::expired_unfetched);
+                        count(Counter::expired_unfetched, ClassCounter::expired_unfetched);
                     }
                 } else {
-                    counters.incr(Counter::evictions);
-                    if !fetched {
-                        counters.incr(Counter::evicted_unfetched);
+                    count(Counter::evictions, ClassCounter::evicted);
+                    if it.exptime.load(Relaxed) != 0 {
+                        self.count_class(c, ClassCounter::evicted_nonzero);
                     }
+                    if !fetched {
+                        count(Counter::evicted_unfetched, ClassCounter::evicted_unfetched);
+                    }
+                    class
+                        .evicted_time
+                        .store(now.saturating_sub(it.time.load(Relaxed)), Relaxed);
                 }
                 class.curr_items.fetch_sub(1, Relaxed);
                 class
@@ -319,6 +351,9 @@ impl Store {
     pub fn recover_slot(&self, slot: usize) {
         let s = self.slot_at(slot);
         s.counters.clear_gauges();
+        for entry in self.conn_table(slot) {
+            entry.clear();
+        }
         let id = s.inflight.swap(0, Relaxed);
         if id == 0 || !self.valid_id(id) {
             return;
@@ -344,6 +379,40 @@ impl Store {
 
     pub(super) fn class(&self, c: usize) -> &SlabClass {
         &self.classes[c]
+    }
+
+    /// Number of slab classes.
+    pub fn class_count(&self) -> usize {
+        self.classes.len()
+    }
+
+    /// Class `c` for `stats slabs` / `stats items`. The class lock is held
+    /// while reading, so that the LRU tail's age is that of a live item.
+    pub fn class_snapshot(&self, c: usize, now: u32) -> ClassSnapshot {
+        let _g = self.lock_class(c);
+        let class = self.class(c);
+        let per_page = class.per_page.load(Relaxed);
+        let tail = class.lru_tail.load(Relaxed);
+        let age = if tail != 0 && self.valid_id(tail) {
+            now.saturating_sub(self.item(tail).time.load(Relaxed))
+        } else {
+            0
+        };
+        let free_chunks_end = if class.cur_page.load(Relaxed) == NONE {
+            0
+        } else {
+            per_page.saturating_sub(class.cur_next.load(Relaxed)) as u64
+        };
+        ClassSnapshot {
+            chunk_size: class.chunk_size.load(Relaxed),
+            per_page,
+            pages: class.pages.load(Relaxed),
+            used_chunks: class.curr_items.load(Relaxed),
+            free_chunks_end,
+            bytes: class.bytes.load(Relaxed),
+            age,
+            evicted_time: class.evicted_time.load(Relaxed),
+        }
     }
 
     /// All items currently held by class `c` (for stats).

@@ -107,3 +107,68 @@ impl Counters {
         }
     }
 }
+
+macro_rules! class_counters {
+    ($($name:ident),* $(,)?) => {
+        /// One counter per slab class and worker: the per-class keys of
+        /// `stats slabs` and `stats items`.
+        #[allow(non_camel_case_types)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(usize)]
+        pub enum ClassCounter { $($name),* }
+
+        impl ClassCounter {
+            pub const ALL: &'static [ClassCounter] = &[$(ClassCounter::$name),*];
+            /// The key's name after `<class>:` or `items:<class>:`.
+            pub fn name(self) -> &'static str {
+                match self { $(ClassCounter::$name => stringify!($name)),* }
+            }
+        }
+    };
+}
+
+class_counters!(
+    // `stats slabs`, memcached's slab_stats.
+    get_hits,
+    cmd_set,
+    delete_hits,
+    incr_hits,
+    decr_hits,
+    cas_hits,
+    cas_badval,
+    touch_hits,
+    // `stats items`, memcached's itemstats.
+    evicted,
+    evicted_nonzero,
+    outofmemory,
+    reclaimed,
+    expired_unfetched,
+    evicted_unfetched,
+);
+
+/// Number of per-class counters.
+pub const CLASS_COUNTERS: usize = ClassCounter::evicted_unfetched as usize + 1;
+
+/// One worker's counters for one slab class.
+#[repr(C)]
+pub struct ClassCounters {
+    values: [AtomicU64; CLASS_COUNTERS],
+}
+
+impl ClassCounters {
+    #[inline]
+    pub fn incr(&self, c: ClassCounter) {
+        self.values[c as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, c: ClassCounter) -> u64 {
+        self.values[c as usize].load(Ordering::Relaxed)
+    }
+
+    /// `stats reset`.
+    pub fn reset(&self) {
+        for v in &self.values {
+            v.store(0, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Runs one parsed command against the store and renders its reply.
 
 use crate::protocol::{Command, StoreMode, keys, reply};
+use crate::store::prefix::PrefixOp;
 use crate::store::stats::Counter;
 use crate::store::{ArithResult, StoreResult};
 
@@ -36,6 +37,7 @@ pub fn execute(ctx: &WorkerContext, cmd: &Command<'_>, out: &mut Vec<u8>) -> Aft
                 ),
                 None => (Counter::cmd_get, Counter::get_hits, Counter::get_misses),
             };
+            let detail = ctx.detail_enabled();
             for key in keys(list) {
                 counters.incr(cmd_counter);
                 let found = store.get(key, touch, |h| {
@@ -43,6 +45,9 @@ pub fn execute(ctx: &WorkerContext, cmd: &Command<'_>, out: &mut Vec<u8>) -> Aft
                     reply::value(out, key, h.flags, h.data, cas);
                 });
                 counters.incr(if found { hit } else { miss });
+                if detail {
+                    ctx.record_prefix(key, PrefixOp::Get { hit: found });
+                }
             }
             out.extend_from_slice(reply::END);
         }
@@ -56,6 +61,9 @@ pub fn execute(ctx: &WorkerContext, cmd: &Command<'_>, out: &mut Vec<u8>) -> Aft
             noreply,
         } => {
             counters.incr(Counter::cmd_set);
+            if ctx.detail_enabled() {
+                ctx.record_prefix(key, PrefixOp::Set);
+            }
             let result = store.store(mode, key, flags, exptime, data, cas_unique);
             if mode == StoreMode::Cas {
                 counters.incr(match result {
@@ -83,6 +91,9 @@ pub fn execute(ctx: &WorkerContext, cmd: &Command<'_>, out: &mut Vec<u8>) -> Aft
             }
         }
         Command::Delete { key, noreply } => {
+            if ctx.detail_enabled() {
+                ctx.record_prefix(key, PrefixOp::Delete);
+            }
             let found = store.delete(key);
             counters.incr(if found {
                 Counter::delete_hits
@@ -111,8 +122,9 @@ pub fn execute(ctx: &WorkerContext, cmd: &Command<'_>, out: &mut Vec<u8>) -> Aft
             let result = store.arith(key, incr, delta);
             match result {
                 ArithResult::NotFound => counters.incr(miss),
-                ArithResult::Value(_) => counters.incr(hit),
-                _ => {}
+                // memcached counts the hit before it finds room for the result.
+                ArithResult::Value(_) | ArithResult::NoMemory => counters.incr(hit),
+                ArithResult::NonNumeric => {}
             }
             if !noreply {
                 match result {
@@ -160,10 +172,11 @@ pub fn execute(ctx: &WorkerContext, cmd: &Command<'_>, out: &mut Vec<u8>) -> Aft
         }
         Command::Version => reply::version(out),
         Command::Verbosity { level, noreply } => {
+            // memcached caps it at 2; stored plus one (0 = never set).
             store
                 .header()
                 .verbosity
-                .store(level, std::sync::atomic::Ordering::Relaxed);
+                .store(level.min(2) + 1, std::sync::atomic::Ordering::Relaxed);
             if !noreply {
                 out.extend_from_slice(reply::OK);
             }
@@ -179,6 +192,9 @@ pub fn execute(ctx: &WorkerContext, cmd: &Command<'_>, out: &mut Vec<u8>) -> Aft
         Command::Quit => return After::Close,
         Command::SeedSet { name, data } => {
             counters.incr(Counter::cmd_set);
+            if ctx.detail_enabled() {
+                ctx.record_prefix(name, PrefixOp::Set);
+            }
             match store.store(StoreMode::Set, name, 0, 0, data, 0) {
                 StoreResult::Stored => reply::seed_ok(out),
                 StoreResult::NoMemory => out.extend_from_slice(reply::SEED_NO_SPACE),
@@ -189,6 +205,9 @@ pub fn execute(ctx: &WorkerContext, cmd: &Command<'_>, out: &mut Vec<u8>) -> Aft
         Command::SeedGet { name } => {
             counters.incr(Counter::cmd_get);
             let found = store.get(name, None, |h| reply::seed_value(out, h.data));
+            if ctx.detail_enabled() {
+                ctx.record_prefix(name, PrefixOp::Get { hit: found });
+            }
             if found {
                 counters.incr(Counter::get_hits);
             } else {
@@ -198,6 +217,9 @@ pub fn execute(ctx: &WorkerContext, cmd: &Command<'_>, out: &mut Vec<u8>) -> Aft
             return After::CloseAfterWrite;
         }
         Command::SeedDelete { name } => {
+            if ctx.detail_enabled() {
+                ctx.record_prefix(name, PrefixOp::Delete);
+            }
             let found = store.delete(name);
             counters.incr(if found {
                 Counter::delete_hits

@@ -1,12 +1,31 @@
-//! `stats`, `stats reset` and our `stats workers`, summed over all workers'
-//! counters in the segment.
+//! The `stats` groups, read from the segment: counters are per worker and
+//! summed here, slab classes and the prefix table are shared, and each
+//! worker publishes its connections (`store::conns`).
+//!
+//! ```text
+//! stats | stats settings | stats items | stats slabs | stats sizes | stats conns
+//! stats detail on|off|dump | stats reset | stats workers (ours)
+//! ```
 
+use std::fmt::Display;
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::protocol::reply;
-use crate::store::stats::Counter;
+use crate::protocol::{Dialect, reply};
+use crate::store::conns::{ConnInfo, ConnState};
+use crate::store::item::ITEM_HEADER;
+use crate::store::segment::{GROWTH_FACTOR, MIN_CHUNK};
+use crate::store::stats::{ClassCounter, Counter};
 
 use super::WorkerContext;
+
+/// `stats detail dump`'s line format.
+const PREFIX_LINE: &str = "PREFIX";
+/// memcached's clock starts this many seconds before the process (its
+/// `oldest` setting is on that clock).
+const MEMCACHED_CLOCK_OFFSET: u64 = 60;
+/// Ids in `stats conns`: fds repeat across worker processes, so a worker's
+/// connections are numbered `slot * CONN_ID_STRIDE + fd`.
+const CONN_ID_STRIDE: u64 = 1_000_000;
 
 /// Render the reply to `stats <args>`.
 pub fn render(ctx: &WorkerContext, args: &[u8], out: &mut Vec<u8>) {
@@ -14,19 +33,250 @@ pub fn render(ctx: &WorkerContext, args: &[u8], out: &mut Vec<u8>) {
     match words.next() {
         None => general(ctx, out),
         Some(b"reset") => {
-            for slot in ctx.store.slots() {
-                slot.counters.reset();
-            }
+            ctx.store.reset_stats();
             out.extend_from_slice(reply::RESET);
         }
-        Some(b"workers") => workers(ctx, out),
-        // Per-prefix stats are not kept (docs/compatibility.md); the usage
-        // error for a missing or bad mode is memcached's.
-        Some(b"detail") if !matches!(words.next(), Some(b"on" | b"off" | b"dump")) => {
-            out.extend_from_slice(reply::CLIENT_ERROR_STATS_DETAIL_USAGE);
+        Some(b"settings") => settings(ctx, out),
+        Some(b"items") => items(ctx, out),
+        Some(b"slabs") => slabs(ctx, out),
+        Some(b"sizes") => {
+            // Item size histograms are not kept (docs/compatibility.md).
+            reply::stat(out, "sizes_status", "disabled");
+            out.extend_from_slice(reply::END);
         }
+        // memcached ends these two replies without END.
+        Some(b"sizes_enable") => {
+            reply::stat(out, "sizes_status", "error");
+            let why = if ctx.settings.cas_enabled {
+                "not_supported"
+            } else {
+                "cas_support_disabled"
+            };
+            reply::stat(out, "sizes_error", why);
+        }
+        Some(b"sizes_disable") => reply::stat(out, "sizes_status", "disabled"),
+        Some(b"conns") => conns(ctx, out),
+        Some(b"detail") => match words.next() {
+            Some(b"on") => {
+                ctx.store.set_detail(true);
+                out.extend_from_slice(reply::OK);
+            }
+            Some(b"off") => {
+                ctx.store.set_detail(false);
+                out.extend_from_slice(reply::OK);
+            }
+            Some(b"dump") => detail_dump(ctx, out),
+            _ => out.extend_from_slice(reply::CLIENT_ERROR_STATS_DETAIL_USAGE),
+        },
+        Some(b"workers") => workers(ctx, out),
         Some(_) => out.extend_from_slice(reply::ERROR),
     }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+/// `stats settings`: memcached's keys in its order, for the settings we
+/// have; keys that describe machinery we do not have are left out
+/// (docs/compatibility.md).
+fn settings(ctx: &WorkerContext, out: &mut Vec<u8>) {
+    let s = &ctx.settings;
+    let h = ctx.store.header();
+    let stat = |out: &mut Vec<u8>, name: &str, value: &dyn Display| reply::stat(out, name, value);
+    stat(out, "maxbytes", &s.memory_limit);
+    stat(out, "maxconns", &s.max_connections);
+    stat(out, "tcpport", &ctx.port);
+    stat(out, "udpport", &0);
+    let inter = s
+        .listen
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    stat(out, "inter", &inter);
+    let verbosity = match h.verbosity.load(Relaxed) {
+        0 => u32::from(s.verbosity),
+        v => v - 1,
+    };
+    stat(out, "verbosity", &verbosity);
+    let oldest = match u64::from(h.oldest_live.load(Relaxed)) {
+        0 => 0,
+        t => (t + MEMCACHED_CLOCK_OFFSET).saturating_sub(h.started.load(Relaxed)),
+    };
+    stat(out, "oldest", &oldest);
+    stat(out, "evictions", &if s.evictions { "on" } else { "off" });
+    stat(out, "domain_socket", &"NULL");
+    stat(out, "shutdown_command", &yes_no(s.shutdown_enabled));
+    stat(out, "growth_factor", &format_args!("{GROWTH_FACTOR:.2}"));
+    // memcached's chunk_size is the room for key + value in the smallest chunk.
+    stat(out, "chunk_size", &(MIN_CHUNK - ITEM_HEADER as u64));
+    stat(out, "num_threads", &s.workers);
+    stat(
+        out,
+        "stat_key_prefix",
+        &char::from(s.stats_prefix_delimiter).to_string(),
+    );
+    stat(out, "detail_enabled", &yes_no(ctx.detail_enabled()));
+    stat(out, "reqs_per_event", &s.reqs_per_event);
+    stat(out, "cas_enabled", &yes_no(s.cas_enabled));
+    stat(out, "tcp_backlog", &s.backlog);
+    let protocol = match s.protocol {
+        Dialect::Auto => "auto-negotiate",
+        Dialect::Ascii => "ascii",
+    };
+    stat(out, "binding_protocol", &protocol);
+    stat(out, "auth_enabled_sasl", &"no");
+    match &s.auth_file {
+        Some(path) => stat(out, "auth_enabled_ascii", &path.display()),
+        None => stat(out, "auth_enabled_ascii", &"no"),
+    }
+    stat(out, "item_size_max", &s.item_size_max);
+    // Connections over -c are told so and closed at once.
+    stat(out, "maxconns_fast", &"yes");
+    stat(out, "flush_enabled", &yes_no(s.flush_enabled));
+    stat(out, "hash_algorithm", &"xxh3");
+    stat(out, "idle_timeout", &s.idle_timeout.as_secs());
+    stat(out, "ssl_enabled", &"no");
+    out.extend_from_slice(reply::END);
+}
+
+/// `stats items`: `items:<class>:<key>` for each class holding items.
+fn items(ctx: &WorkerContext, out: &mut Vec<u8>) {
+    let store = &ctx.store;
+    let now = crate::store::unix_now();
+    for c in 0..store.class_count() {
+        let snap = store.class_snapshot(c, now);
+        if snap.used_chunks == 0 {
+            continue;
+        }
+        let n = c + 1;
+        let line = |out: &mut Vec<u8>, name: &str, v: u64| {
+            reply::stat(out, &format!("items:{n}:{name}"), v);
+        };
+        let total = |k| store.class_total(c, k);
+        line(out, "number", snap.used_chunks);
+        line(out, "age", snap.age.into());
+        line(out, "mem_requested", snap.bytes);
+        line(out, "evicted", total(ClassCounter::evicted));
+        line(out, "evicted_nonzero", total(ClassCounter::evicted_nonzero));
+        line(out, "evicted_time", snap.evicted_time.into());
+        line(out, "outofmemory", total(ClassCounter::outofmemory));
+        line(out, "reclaimed", total(ClassCounter::reclaimed));
+        line(
+            out,
+            "expired_unfetched",
+            total(ClassCounter::expired_unfetched),
+        );
+        line(
+            out,
+            "evicted_unfetched",
+            total(ClassCounter::evicted_unfetched),
+        );
+    }
+    out.extend_from_slice(reply::END);
+}
+
+/// `stats slabs`: `<class>:<key>` for each class that has pages, then
+/// `active_slabs` and `total_malloced`.
+fn slabs(ctx: &WorkerContext, out: &mut Vec<u8>) {
+    let store = &ctx.store;
+    let now = crate::store::unix_now();
+    let page_size = store.layout().page_size;
+    let (mut active, mut malloced) = (0u64, 0u64);
+    for c in 0..store.class_count() {
+        let snap = store.class_snapshot(c, now);
+        if snap.pages == 0 {
+            continue;
+        }
+        active += 1;
+        malloced += u64::from(snap.pages) * page_size;
+        let n = c + 1;
+        let line = |out: &mut Vec<u8>, name: &str, v: u64| {
+            reply::stat(out, &format!("{n}:{name}"), v);
+        };
+        let total_chunks = u64::from(snap.pages) * u64::from(snap.per_page);
+        line(out, "chunk_size", snap.chunk_size.into());
+        line(out, "chunks_per_page", snap.per_page.into());
+        line(out, "total_pages", snap.pages.into());
+        line(out, "total_chunks", total_chunks);
+        line(out, "used_chunks", snap.used_chunks);
+        line(
+            out,
+            "free_chunks",
+            total_chunks.saturating_sub(snap.used_chunks + snap.free_chunks_end),
+        );
+        line(out, "free_chunks_end", snap.free_chunks_end);
+        for &k in &ClassCounter::ALL[..=ClassCounter::touch_hits as usize] {
+            line(out, k.name(), store.class_total(c, k));
+        }
+    }
+    reply::stat(out, "active_slabs", active);
+    reply::stat(out, "total_malloced", malloced);
+    out.extend_from_slice(reply::END);
+}
+
+/// `stats conns`: every worker's published connections and listeners,
+/// ordered by id (`slot * CONN_ID_STRIDE + fd`).
+fn conns(ctx: &WorkerContext, out: &mut Vec<u8>) {
+    let store = &ctx.store;
+    let now = u64::from(crate::store::unix_now());
+    let mut all: Vec<(u64, ConnInfo)> = Vec::new();
+    for slot in 0..store.slots().len() {
+        for (i, entry) in store.conn_table(slot).iter().enumerate() {
+            let Some(mut info) = entry.read() else {
+                continue;
+            };
+            if slot == ctx.slot && ctx.current_conn.get() == Some(i) {
+                info.state = ConnState::ParseCmd;
+            }
+            all.push((slot as u64 * CONN_ID_STRIDE + u64::from(info.fd), info));
+        }
+    }
+    all.sort_by_key(|&(id, _)| id);
+    let addr = |a: std::net::SocketAddr| match a {
+        std::net::SocketAddr::V4(v4) => format!("tcp:{v4}"),
+        std::net::SocketAddr::V6(v6) => format!("tcp6:[{}]:{}", v6.ip(), v6.port()),
+    };
+    for (id, info) in all {
+        reply::stat(out, &format!("{id}:addr"), addr(info.peer));
+        if info.state != ConnState::Listening {
+            reply::stat(out, &format!("{id}:listen_addr"), addr(info.local));
+        }
+        reply::stat(out, &format!("{id}:state"), info.state.name());
+        reply::stat(
+            out,
+            &format!("{id}:secs_since_last_cmd"),
+            now.saturating_sub(u64::from(info.last_cmd)),
+        );
+    }
+    out.extend_from_slice(reply::END);
+}
+
+/// `stats detail dump`: `PREFIX <p> get <n> hit <n> set <n> del <n>` lines in
+/// memcached's order, then the overflow line (named with the delimiter,
+/// which no prefix contains) when the table was full.
+fn detail_dump(ctx: &WorkerContext, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let (lines, overflow) = ctx.store.prefix_dump();
+    for l in lines {
+        out.extend_from_slice(PREFIX_LINE.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(&l.prefix);
+        let _ = write!(
+            out,
+            " get {} hit {} set {} del {}\r\n",
+            l.get, l.hit, l.set, l.del
+        );
+    }
+    if let Some([get, hit, set, del]) = overflow {
+        let _ = write!(
+            out,
+            "{PREFIX_LINE} {}overflow get {get} hit {hit} set {set} del {del}\r\n",
+            char::from(ctx.settings.stats_prefix_delimiter)
+        );
+    }
+    out.extend_from_slice(reply::END);
 }
 
 fn general(ctx: &WorkerContext, out: &mut Vec<u8>) {
@@ -98,7 +348,7 @@ fn general(ctx: &WorkerContext, out: &mut Vec<u8>) {
     }
     reply::stat(out, "limit_maxbytes", s.memory_limit);
     reply::stat(out, "accepting_conns", 1);
-    reply::stat(out, "threads", s.workers);
+    reply::stat(out, "threads", h.live.workers.load(Relaxed));
     reply::stat(out, "conn_yields", total(Counter::conn_yields));
     let layout = store.layout();
     reply::stat(out, "hash_power_level", layout.bucket_bits);
@@ -122,7 +372,9 @@ fn general(ctx: &WorkerContext, out: &mut Vec<u8>) {
         .iter()
         .filter(|w| w.pid.load(Relaxed) != 0)
         .count();
-    reply::stat(out, "workers", store.slots().len());
+    // Workers meant to be in service (a reload can change it up to
+    // max_workers); slots past it are dormant.
+    reply::stat(out, "workers", h.live.workers.load(Relaxed));
     reply::stat(out, "workers_alive", alive);
     reply::stat(
         out,
