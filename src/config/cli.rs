@@ -115,6 +115,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<CommandL
                 }
                 continue;
             }
+            Arg::Long("help-man") => return Ok(CommandLine::Print(help_man())),
             Arg::Long(long) => match LONG_OPTIONS.iter().find(|(name, _)| *name == long) {
                 Some(&(_, c)) => (c, format!("--{long}")),
                 None => return Err(ConfigError(format!("unrecognized option '--{long}'"))),
@@ -153,16 +154,12 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<CommandL
             'P' => flags.pid_file = Some(path(&mut parser, &name)?),
             'u' => flags.user = Some(text(&mut parser, &name)?),
             'Y' => flags.auth_file = Some(path(&mut parser, &name)?),
+            'D' => flags.stats_prefix_delimiter = Some(text(&mut parser, &name)?),
             'o' => {
                 let value = parser.value().map_err(lexopt_error)?;
                 suboptions(&utf8(value, &name)?, &mut flags)?;
             }
-            'd' => {
-                return Err(ConfigError(format!(
-                    "{name}: daemon mode is not supported yet: run shmcached in the \
-                     foreground, under systemd or another supervisor"
-                )));
-            }
+            'd' => flags.daemonize = Some(switch(&name, true)),
             'h' => return Ok(CommandLine::Print(help())),
             'V' => return Ok(CommandLine::Print(version())),
             other => return Err(ConfigError(format!("invalid option -- '{other}'"))),
@@ -221,7 +218,7 @@ fn seed_arguments(values: &[OsString], flags: &mut RawSettings) -> Result<(), Co
     Ok(())
 }
 
-/// `-o k[=v],...`: ours (`idle_timeout`, `drain_timeout`), or one memcached
+/// `-o k[=v],...`: ours (`idle_timeout`, `drain_timeout`, `max_workers`), or one memcached
 /// key that we ignore; anything else is memcached's `Illegal suboption`.
 fn suboptions(list: &str, flags: &mut RawSettings) -> Result<(), ConfigError> {
     let tokens: Vec<&str> = list.split(',').collect();
@@ -234,9 +231,10 @@ fn suboptions(list: &str, flags: &mut RawSettings) -> Result<(), ConfigError> {
             Some((k, v)) => (k, Some(v)),
             None => (*token, None),
         };
-        let timeout = match key {
+        let number = match key {
             "idle_timeout" => &mut flags.idle_timeout_secs,
             "drain_timeout" => &mut flags.drain_timeout_secs,
+            "max_workers" => &mut flags.max_workers,
             _ => match IGNORED_SUBOPTIONS.iter().find(|(name, _)| *name == key) {
                 Some((_, check)) => {
                     check(value).map_err(|msg| ConfigError(msg.into()))?;
@@ -248,7 +246,7 @@ fn suboptions(list: &str, flags: &mut RawSettings) -> Result<(), ConfigError> {
         let Some(value) = value else {
             return Err(ConfigError(format!("Missing numeric argument for {key}")));
         };
-        *timeout = Some(parse_integer(value, format!("-o {token}"))?);
+        *number = Some(parse_integer(value, format!("-o {token}"))?);
     }
     Ok(())
 }
@@ -362,7 +360,7 @@ usage: shmcached [options] [num_elements [element_size]]
 -l, --listen=<addr>       interface to listen on (default: 127.0.0.1)
                           repeatable, comma separated: IPv4, IPv6, localhost
                           or a host name
--d, --daemon              not supported yet (run in the foreground)
+-d, --daemon              run as a daemon (returns once it serves; with -P)
 -u, --user=<user>         assume identity of <username> (only when run as root)
 -m, --memory-limit=<num>  item memory in megabytes (default: 64)
 -M, --disable-evictions   return error on memory exhausted instead of evicting
@@ -385,11 +383,16 @@ usage: shmcached [options] [num_elements [element_size]]
                           (default: 1m, min: 1k, max: 1g; k, m, g suffixes)
 -F, --disable-flush-all   disable flush_all command
 -Y, --auth-file=<file>    enable ASCII protocol authentication. format:
-                          user:pass\nuser2:pass2\n
+                          user:pass\\nuser2:pass2\\n
+-D <char>                 delimiter between key prefixes and IDs for the
+                          per-prefix stats (stats detail dump; default: ':');
+                          turns per-prefix stats on
 -o, --extended            comma separated list of extended options
    - idle_timeout:        timeout for idle connections. (default: 0, no timeout)
    - drain_timeout:       seconds a graceful stop waits for requests in flight
                           (default: 5)
+   - max_workers:         worker slots made at start: the most workers a reload
+                          (SIGHUP) can raise -t to (default: -t)
    - accepted and ignored (memcached internals that shmcached does not have):
                           {ignored}
 --config=<file>           read settings from a TOML file; flags override it
@@ -400,6 +403,146 @@ item size grow so that num_elements items of element_size bytes fit.
         version = version(),
         ignored = ignored,
     )
+}
+
+/// `--help-man`: the help above, and `shmcached check`'s, as a man page
+/// (roff), so that `man shmcached` says what `-h` says. The packaging
+/// (packaging/build-deb.sh) installs it as shmcached.1.
+pub(crate) fn help_man() -> String {
+    /// A flag entry: its tag (`-p, --port=<num>`) and its description.
+    struct Entry {
+        nested: bool,
+        tag: String,
+        text: String,
+    }
+    /// The usage lines, the entries, and the paragraph after them.
+    fn split(help: &str) -> (Vec<String>, Vec<Entry>, String) {
+        let (mut usage, mut entries, mut notes) = (Vec::new(), Vec::<Entry>::new(), Vec::new());
+        let mut blank = false;
+        for line in help.lines() {
+            let trimmed = line.trim();
+            if let Some(u) = line.strip_prefix("usage: ") {
+                usage.push(u.trim().to_string());
+            } else if line.starts_with("       shmcached") {
+                usage.push(trimmed.to_string());
+            } else if trimmed.is_empty() {
+                blank = true;
+            } else if blank && !entries.is_empty() && !line.starts_with([' ', '-']) {
+                notes.push(trimmed);
+            } else if line.starts_with('-') {
+                // The tag is the leading `-x,` `--long=<v>` `<v>` words.
+                let words: Vec<&str> = trimmed.split_whitespace().collect();
+                let n = words
+                    .iter()
+                    .take_while(|w| w.starts_with('-') || w.starts_with('<'))
+                    .count();
+                entries.push(Entry {
+                    nested: false,
+                    tag: words[..n].join(" "),
+                    text: words[n..].join(" "),
+                });
+            } else if let Some(sub) = line.strip_prefix("   - ") {
+                let (tag, text) = sub.split_once(':').unwrap_or((sub, ""));
+                entries.push(Entry {
+                    nested: true,
+                    tag: tag.trim().to_string(),
+                    text: text.trim().to_string(),
+                });
+            } else if let Some(last) = entries.last_mut() {
+                if !last.text.is_empty() {
+                    last.text.push(' ');
+                }
+                last.text.push_str(trimmed);
+            }
+        }
+        (usage, entries, notes.join(" "))
+    }
+    /// Escape for roff: backslashes, a leading `.` or `'`, and dashes that
+    /// start a word (options, negative numbers) as `\-`.
+    fn esc(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut prev = ' ';
+        for c in text.chars() {
+            match c {
+                '\\' => out.push_str("\\e"),
+                '-' if prev == ' ' || prev == '(' || prev == '-' || prev == '[' => {
+                    out.push_str("\\-")
+                }
+                _ => out.push(c),
+            }
+            prev = c;
+        }
+        if out.starts_with(['.', '\'']) {
+            out.insert_str(0, "\\&");
+        }
+        out
+    }
+    fn options(out: &mut String, entries: &[Entry]) {
+        let mut nested = false;
+        for e in entries {
+            if e.nested != nested {
+                out.push_str(if e.nested { ".RS\n" } else { ".RE\n" });
+                nested = e.nested;
+            }
+            let font = if e.nested { ".I" } else { ".B" };
+            out.push_str(&format!(
+                ".TP\n{font} \"{}\"\n{}\n",
+                esc(&e.tag),
+                esc(&e.text)
+            ));
+        }
+        if nested {
+            out.push_str(".RE\n");
+        }
+    }
+
+    let version = version();
+    let release = version.split(" (").next().unwrap_or("shmcached");
+    let (usage, entries, notes) = split(&help());
+    let (check_usage, check_entries, check_notes) = split(crate::check::HELP);
+    let mut out = format!(
+        ".\\\" Generated by `shmcached --help-man` from the text of `shmcached -h`.\n\
+         .TH SHMCACHED 1 \"\" \"{release}\" \"User Commands\"\n\
+         .SH NAME\n\
+         shmcached \\- memcached\\-compatible cache daemon with prefork workers over shared memory\n\
+         .SH SYNOPSIS\n"
+    );
+    for u in usage.iter().chain(&check_usage) {
+        let (cmd, args) = match u.strip_prefix("shmcached check") {
+            Some(rest) => ("shmcached check", rest),
+            None => ("shmcached", u.strip_prefix("shmcached").unwrap_or(u)),
+        };
+        out.push_str(&format!(".B {cmd}\n{}\n.br\n", esc(args.trim())));
+    }
+    out.push_str(&format!(
+        ".SH DESCRIPTION\n\
+         shmcached speaks memcached's text protocol. A supervisor process forks worker \
+         processes that accept on one port and serve one hashtable kept in a shared\\-memory \
+         segment in /dev/shm; a worker that dies is respawned and the others go on serving \
+         the same data. It takes memcached's flags, and the same settings from a TOML file \
+         (\\fB\\-\\-config\\fR); flags override the file.\n\
+         .PP\n{}\n\
+         .SH OPTIONS\n",
+        esc(&notes)
+    ));
+    options(&mut out, &entries);
+    out.push_str(".SH HEALTH CHECK\n");
+    out.push_str(&format!("{}\n.PP\n", esc(&check_notes)));
+    options(&mut out, &check_entries);
+    out.push_str(
+        ".SH SIGNALS\n\
+         SIGTERM and SIGINT stop gracefully (requests in flight finish, bounded by \
+         drain_timeout); SIGHUP asks for a reload. A worker killed with SIGKILL is respawned.\n\
+         .SH FILES\n\
+         .TP\n/etc/shmcached/shmcached.toml\nthe settings read by the systemd unit\n\
+         .TP\n/dev/shm/shmcached\\-*\nthe shared segment of a running instance\n\
+         .SH SEE ALSO\n\
+         .BR memcached (1),\n\
+         .BR systemctl (1),\n\
+         /usr/share/doc/shmcached/docs/operations.md,\n\
+         /usr/share/doc/shmcached/docs/configuration.md\n",
+    );
+    out
 }
 
 #[cfg(test)]
@@ -430,6 +573,14 @@ mod tests {
             (&["--port", "11311"], |s| s.port = 11311),
             (&["-p", "1", "-p", "2"], |s| s.port = 2),
             (&["-U", "0"], |_| {}),
+            (&["-D", "#"], |s| {
+                s.stats_prefix_delimiter = b'#';
+                s.detail_enabled = true;
+            }),
+            (&["-D/x"], |s| {
+                s.stats_prefix_delimiter = b'/';
+                s.detail_enabled = true;
+            }),
             (&["-U0"], |_| {}),
             (&["-l", "0.0.0.0"], |s| s.listen = vec![[0, 0, 0, 0].into()]),
             (&["-l", "127.0.0.1,::1"], |s| {
@@ -489,6 +640,12 @@ mod tests {
                 s.drain_timeout = Duration::from_secs(2);
             }),
             (&["-o", "relaxed_privileges"], |_| {}),
+            (&["-d"], |s| s.daemonize = true),
+            (&["--daemon"], |s| s.daemonize = true),
+            (&["-t", "2", "-o", "max_workers=8"], |s| {
+                s.workers = 2;
+                s.max_workers = Some(8);
+            }),
             (
                 &[
                     "-o",
@@ -727,16 +884,6 @@ mod tests {
             (&["-R", "abc"], "-R abc: not an integer"),
             (&["-P", ""], "-P : must not be empty"),
             (&["-u", ""], "-u : must not be empty"),
-            (
-                &["-d"],
-                "-d: daemon mode is not supported yet: run shmcached in the foreground, \
-                 under systemd or another supervisor",
-            ),
-            (
-                &["--daemon"],
-                "--daemon: daemon mode is not supported yet: run shmcached in the \
-                 foreground, under systemd or another supervisor",
-            ),
             (&["-o", "foo"], "Illegal suboption \"foo\""),
             (&["-o", "foo=1"], "Illegal suboption \"foo=1\""),
             (&["-o", "modern,bar=1"], "Illegal suboption \"bar=1\""),
@@ -753,6 +900,14 @@ mod tests {
             (
                 &["-o", "drain_timeout"],
                 "Missing numeric argument for drain_timeout",
+            ),
+            (
+                &["-t", "4", "-o", "max_workers=2"],
+                "-o max_workers=2: fewer than the 4 workers asked for",
+            ),
+            (
+                &["-o", "max_workers=0"],
+                "-o max_workers=0: must be greater than 0",
             ),
             (
                 &["-o", "idle_timeout=abc"],
@@ -882,6 +1037,7 @@ mod tests {
                 "-I,",
                 "-F,",
                 "-Y,",
+                "-D ",
                 "-o,",
                 "idle_timeout",
                 "drain_timeout",

@@ -29,6 +29,7 @@ const KEYS: &[(&str, &[&str])] = &[
     ("evictions", BOOLEAN),
     ("max_connections", INTEGER),
     ("workers", INTEGER),
+    ("max_workers", INTEGER),
     ("item_size_max", STRING_OR_INTEGER),
     ("verbosity", INTEGER),
     ("cas_enabled", BOOLEAN),
@@ -61,6 +62,7 @@ struct FileSettings {
     evictions: Option<Spanned<bool>>,
     max_connections: Option<Spanned<i64>>,
     workers: Option<Spanned<i64>>,
+    max_workers: Option<Spanned<i64>>,
     item_size_max: Option<Spanned<Size>>,
     verbosity: Option<Spanned<i64>>,
     cas_enabled: Option<Spanned<bool>>,
@@ -278,6 +280,7 @@ impl Document<'_> {
             evictions: self.given("evictions", f.evictions),
             max_connections: self.given("max_connections", f.max_connections),
             workers: self.given("workers", f.workers),
+            max_workers: self.given("max_workers", f.max_workers),
             item_size_max,
             verbosity: self.given("verbosity", f.verbosity),
             cas_enabled: self.given("cas_enabled", f.cas_enabled),
@@ -290,6 +293,7 @@ impl Document<'_> {
                 value: PathBuf::from(g.value),
                 origin: g.origin,
             }),
+            daemonize: None,
             user: self.given("user", f.user),
             auth_file: self.given("auth_file", f.auth_file).map(|g| Given {
                 value: PathBuf::from(g.value),
@@ -299,6 +303,7 @@ impl Document<'_> {
             idle_timeout_secs: self.given("idle_timeout_secs", f.idle_timeout_secs),
             seed_num_elements: self.given("seed_num_elements", f.seed_num_elements),
             seed_element_size: self.given("seed_element_size", f.seed_element_size),
+            stats_prefix_delimiter: None,
         }
     }
 }
@@ -398,6 +403,10 @@ mod tests {
             ("evictions = false", |s| s.evictions = false),
             ("max_connections = 10", |s| s.max_connections = 10),
             ("workers = 16", |s| s.workers = 16),
+            ("workers = 2\nmax_workers = 6", |s| {
+                s.workers = 2;
+                s.max_workers = Some(6);
+            }),
             ("item_size_max = \"2m\"", |s| s.item_size_max = 2 << 20),
             ("item_size_max = \"512k\"", |s| s.item_size_max = 512 << 10),
             ("item_size_max = 4096", |s| s.item_size_max = 4096),
@@ -523,7 +532,8 @@ mod tests {
     #[test]
     fn errors() {
         let unknown = "(expected one of: port, listen, memory_limit_mb, evictions, \
-                       max_connections, workers, item_size_max, verbosity, cas_enabled, \
+                       max_connections, workers, max_workers, item_size_max, verbosity, \
+                       cas_enabled, \
                        flush_enabled, shutdown_enabled, backlog, protocol, reqs_per_event, \
                        pid_file, user, auth_file, drain_timeout_secs, idle_timeout_secs, \
                        seed_num_elements, seed_element_size)";
@@ -627,6 +637,10 @@ mod tests {
             (
                 "workers = 5000",
                 "line 1: workers = 5000: out of range (1..1024)",
+            ),
+            (
+                "workers = 4\nmax_workers = 3",
+                "line 2: max_workers = 3: fewer than the 4 workers asked for",
             ),
             (
                 "item_size_max = \"1x\"",

@@ -38,6 +38,9 @@ pub struct Settings {
     pub max_connections: u32,
     /// `-t`: worker processes (4).
     pub workers: u32,
+    /// `-o max_workers`: worker slots made at start, the most workers a
+    /// SIGHUP reload can raise `workers` to (None: as many as `workers`).
+    pub max_workers: Option<u32>,
     /// `-I`: max item size in bytes (1 MiB).
     pub item_size_max: u32,
     /// `-v` count (0..=3).
@@ -56,6 +59,8 @@ pub struct Settings {
     pub reqs_per_event: u32,
     /// `-P`: pid file of the supervisor.
     pub pid_file: Option<PathBuf>,
+    /// `-d`: run in the background, detached from the terminal.
+    pub daemonize: bool,
     /// `-u`: user to run as when started as root.
     pub user: Option<String>,
     /// `-Y`: the credentials file of memcached's ASCII authentication.
@@ -73,6 +78,10 @@ pub struct Settings {
     /// The seed's `num_elements`: when given, memory is sized so that this many
     /// items of `seed_element_size` fit.
     pub seed_num_elements: Option<u64>,
+    /// `-D`: `stats detail` counts keys by their prefix up to this byte (`:`).
+    pub stats_prefix_delimiter: u8,
+    /// `stats detail` is on from the start (`-D` turns it on, as in memcached).
+    pub detail_enabled: bool,
 }
 
 impl Default for Settings {
@@ -84,6 +93,7 @@ impl Default for Settings {
             evictions: true,
             max_connections: 1024,
             workers: 4,
+            max_workers: None,
             item_size_max: 1 << 20,
             verbosity: 0,
             cas_enabled: true,
@@ -93,6 +103,7 @@ impl Default for Settings {
             protocol: crate::protocol::Dialect::Auto,
             reqs_per_event: 20,
             pid_file: None,
+            daemonize: false,
             user: None,
             auth_file: None,
             auth: None,
@@ -100,7 +111,16 @@ impl Default for Settings {
             idle_timeout: Duration::ZERO,
             seed_element_size: None,
             seed_num_elements: None,
+            stats_prefix_delimiter: b':',
+            detail_enabled: false,
         }
+    }
+}
+
+impl Settings {
+    /// Worker slots the segment and the sockets are made for.
+    pub fn worker_slots(&self) -> u32 {
+        self.max_workers.unwrap_or(self.workers).max(self.workers)
     }
 }
 

@@ -82,6 +82,7 @@ pub(crate) struct RawSettings {
     pub evictions: Option<Given<bool>>,
     pub max_connections: Option<Given<i64>>,
     pub workers: Option<Given<i64>>,
+    pub max_workers: Option<Given<i64>>,
     /// `-I` syntax: bytes, or a number with a k, m or g suffix.
     pub item_size_max: Option<Given<String>>,
     pub verbosity: Option<Given<i64>>,
@@ -92,12 +93,15 @@ pub(crate) struct RawSettings {
     pub protocol: Option<Given<String>>,
     pub reqs_per_event: Option<Given<i64>>,
     pub pid_file: Option<Given<PathBuf>>,
+    pub daemonize: Option<Given<bool>>,
     pub user: Option<Given<String>>,
     pub auth_file: Option<Given<PathBuf>>,
     pub drain_timeout_secs: Option<Given<i64>>,
     pub idle_timeout_secs: Option<Given<i64>>,
     pub seed_num_elements: Option<Given<i64>>,
     pub seed_element_size: Option<Given<i64>>,
+    /// `-D`: memcached uses its first character.
+    pub stats_prefix_delimiter: Option<Given<String>>,
 }
 
 impl RawSettings {
@@ -111,6 +115,7 @@ impl RawSettings {
             evictions: top.evictions.or(self.evictions),
             max_connections: top.max_connections.or(self.max_connections),
             workers: top.workers.or(self.workers),
+            max_workers: top.max_workers.or(self.max_workers),
             item_size_max: top.item_size_max.or(self.item_size_max),
             verbosity: top.verbosity.or(self.verbosity),
             cas_enabled: top.cas_enabled.or(self.cas_enabled),
@@ -120,12 +125,14 @@ impl RawSettings {
             protocol: top.protocol.or(self.protocol),
             reqs_per_event: top.reqs_per_event.or(self.reqs_per_event),
             pid_file: top.pid_file.or(self.pid_file),
+            daemonize: top.daemonize.or(self.daemonize),
             user: top.user.or(self.user),
             auth_file: top.auth_file.or(self.auth_file),
             drain_timeout_secs: top.drain_timeout_secs.or(self.drain_timeout_secs),
             idle_timeout_secs: top.idle_timeout_secs.or(self.idle_timeout_secs),
             seed_num_elements: top.seed_num_elements.or(self.seed_num_elements),
             seed_element_size: top.seed_element_size.or(self.seed_element_size),
+            stats_prefix_delimiter: top.stats_prefix_delimiter.or(self.stats_prefix_delimiter),
         }
     }
 
@@ -161,6 +168,16 @@ impl RawSettings {
         }
         if let Some(g) = &self.workers {
             s.workers = positive(g, WORKERS_MAX, "Number of threads must be greater than 0")?;
+        }
+        if let Some(g) = &self.max_workers {
+            let max: u32 = positive(g, WORKERS_MAX, "must be greater than 0")?;
+            if max < s.workers {
+                return Err(g.origin.error(format_args!(
+                    "fewer than the {} workers asked for",
+                    s.workers
+                )));
+            }
+            s.max_workers = Some(max);
         }
         let item_size = match &self.item_size_max {
             Some(g) => parse_size(&g.value).ok_or_else(|| {
@@ -201,6 +218,9 @@ impl RawSettings {
             }
             s.pid_file = Some(g.value.clone());
         }
+        if let Some(g) = &self.daemonize {
+            s.daemonize = g.value;
+        }
         if let Some(g) = &self.user {
             if g.value.is_empty() {
                 return Err(g.origin.error("must not be empty"));
@@ -216,6 +236,13 @@ impl RawSettings {
         }
         if let Some(g) = &self.idle_timeout_secs {
             s.idle_timeout = Duration::from_secs(in_range(g, 0, TIMEOUT_SECS_MAX)?);
+        }
+        if let Some(g) = &self.stats_prefix_delimiter {
+            let Some(&first) = g.value.as_bytes().first() else {
+                return Err(g.origin.error("must not be empty"));
+            };
+            s.stats_prefix_delimiter = first;
+            s.detail_enabled = true;
         }
 
         let sized = self.seed_sizing(s.memory_limit, item_size)?;

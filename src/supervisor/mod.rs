@@ -1,32 +1,60 @@
 //! The supervisor: settings, listening sockets, the segment, then fork the
-//! workers and only supervise: reap, respawn, drain on SIGTERM, clean up.
-//! It never touches client bytes.
+//! workers and only supervise: reap, respawn, reload on SIGHUP, drain on
+//! SIGTERM, tell systemd, clean up. It never touches client bytes.
 
+mod daemon;
+mod listeners;
+mod notify;
+mod reload;
+
+use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::net::TcpListener;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
 use slog::{Logger, error, info, warn};
-use socket2::{Domain, Socket, Type};
 
 use crate::config::{self, Action, Settings};
 use crate::store::segment::LayoutParams;
 use crate::store::{Store, StoreParams};
+use crate::worker::handoff::Mailboxes;
 use crate::worker::{self, Worker};
+use daemon::{Detached, StartReport};
+use notify::Systemd;
 
 /// Exit codes (sysexits.h) of start-up failures; bad flags and config files
 /// exit with `ConfigError::exit_code`.
 const EX_USAGE: i32 = 64;
+const EX_SOFTWARE: i32 = 70;
 const EX_OSERR: i32 = 71;
+
+/// How long start-up (and a reload) waits for every worker to accept.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// A slot whose worker died this many times in a row, each time within a
+/// second of its start, cannot be kept up: start-up gives up, and the
+/// watchdog stops being answered.
+const FAILURES_IN_A_ROW: u32 = 5;
+/// A worker whose loop has not ticked for this long is stuck.
+const HEARTBEAT_STALE: Duration = Duration::from_secs(10);
+/// The loop wakes up at least this often.
+const TICK: Duration = Duration::from_millis(200);
+/// A dormant slot gets a worker for connections left on its sockets at most
+/// this often.
+const DORMANT_WAKE_EVERY: Duration = Duration::from_secs(1);
 
 /// Entry point of the `shmcached` binary; returns the process exit code.
 pub fn main_entry() -> i32 {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let settings = match config::load(args) {
+    if args.first().is_some_and(|a| a == "check") {
+        return crate::check::main(args.into_iter().skip(1));
+    }
+    let mut settings = match config::load(args.clone()) {
         Ok(Action::Run(s)) => *s,
         Ok(Action::Print(text)) => {
             print!("{text}");
@@ -37,13 +65,48 @@ pub fn main_entry() -> i32 {
             return e.exit_code();
         }
     };
+    let cwd = std::env::current_dir().ok();
+    anchor_paths(&mut settings, cwd.as_deref());
+    let mut report = None;
+    if settings.daemonize {
+        match daemon::detach() {
+            Ok(Detached::Command(code)) => return code,
+            Ok(Detached::Daemon(r)) => report = Some(r),
+            Err(e) => {
+                eprintln!("shmcached: {e}");
+                return EX_OSERR;
+            }
+        }
+    }
+    // SAFETY: one thread: nothing has been started yet.
+    let systemd = unsafe { Systemd::from_env() };
     let log = crate::log::logger(settings.verbosity);
-    match Supervisor::start(settings, log) {
-        Ok(sup) => sup.run(),
+    let origin = Origin { args, cwd };
+    match Supervisor::start(settings, log, systemd, origin) {
+        Ok(sup) => sup.run(report),
         Err((code, e)) => {
-            eprintln!("shmcached: {e}");
+            match &mut report {
+                Some(r) => r.failed(code, &e),
+                None => eprintln!("shmcached: {e}"),
+            }
             code
         }
+    }
+}
+
+/// The command line and the directory it was given in, read again on SIGHUP.
+struct Origin {
+    args: Vec<OsString>,
+    cwd: Option<PathBuf>,
+}
+
+/// A daemon runs in /: the pid file it was told of is relative to where it
+/// was started.
+fn anchor_paths(settings: &mut Settings, cwd: Option<&Path>) {
+    if let (Some(path), Some(cwd)) = (&mut settings.pid_file, cwd)
+        && path.is_relative()
+    {
+        *path = cwd.join(&*path);
     }
 }
 
@@ -77,34 +140,75 @@ struct Slot {
     started: Instant,
     respawn_at: Option<Instant>,
     backoff: Duration,
+    /// Deaths in a row, each within a second of the worker's start.
+    failures: u32,
+    /// When the worker was told to pass its connections on and stop.
+    retiring: Option<Instant>,
+    /// When a dormant slot last got a worker for what waited on its sockets.
+    woken: Option<Instant>,
+}
+
+/// A SIGHUP reload in progress: the workers still to replace, one at a time.
+struct Reload {
+    pending: VecDeque<usize>,
+    /// The slot being replaced, and since when.
+    current: Option<(usize, Instant)>,
+    started: Instant,
+}
+
+/// Why start-up did not complete.
+enum StartFailure {
+    /// SIGTERM came first.
+    Stopped,
+    Failed(String),
 }
 
 pub struct Supervisor {
     settings: Settings,
+    origin: Origin,
     log: Logger,
     /// Always Some in the supervisor; a forked child takes it for its worker.
     store: Option<Store>,
-    /// listeners[slot][address]
+    /// listeners[slot][address], for every slot made at start.
     listeners: Vec<Vec<TcpListener>>,
+    mailboxes: Mailboxes,
     slots: Vec<Slot>,
     wake: (OwnedFd, OwnedFd),
     me: Pid,
+    port: u16,
+    systemd: Systemd,
+    reload: Option<Reload>,
 }
 
 impl Supervisor {
     /// Everything up to, not including, the first fork.
     /// A failure comes with its exit code.
-    pub fn start(settings: Settings, log: Logger) -> Result<Supervisor, (i32, String)> {
+    fn start(
+        settings: Settings,
+        log: Logger,
+        systemd: Systemd,
+        origin: Origin,
+    ) -> Result<Supervisor, (i32, String)> {
         let user = check_user(&settings).map_err(|e| (EX_USAGE, e))?;
-        Self::start_as(settings, log, user).map_err(|e| (EX_OSERR, e))
+        Self::start_as(settings, log, systemd, origin, user).map_err(|e| (EX_OSERR, e))
     }
 
     fn start_as(
-        settings: Settings,
+        mut settings: Settings,
         log: Logger,
+        systemd: Systemd,
+        origin: Origin,
         user: Option<nix::unistd::User>,
     ) -> Result<Supervisor, String> {
-        let listeners = bind_listeners(&settings)?;
+        let slots = settings.worker_slots();
+        // From now on the slots are fixed, whatever a reload says of `workers`.
+        settings.max_workers = Some(slots);
+        let listeners = listeners::bind(&settings, slots)?;
+        if slots > settings.workers {
+            listeners::steer(&listeners, settings.workers).map_err(|e| {
+                format!("cannot keep the slots over -t dormant (max_workers needs SO_ATTACH_REUSEPORT_CBPF): {e}")
+            })?;
+        }
         if let Some(user) = user {
             drop_privileges(&user)?;
         }
@@ -112,18 +216,19 @@ impl Supervisor {
             layout: LayoutParams {
                 memory_limit: settings.memory_limit,
                 item_size_max: settings.item_size_max as u64,
-                workers: settings.workers,
+                workers: slots,
             },
             evictions: settings.evictions,
             cas_enabled: settings.cas_enabled,
         })?;
+        let mailboxes = Mailboxes::new(slots as usize).map_err(|e| format!("socketpair: {e}"))?;
         if let Some(path) = &settings.pid_file {
             std::fs::write(path, format!("{}\n", std::process::id()))
                 .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?;
         }
         let wake = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| format!("pipe: {e}"))?;
-        signals::PIPE_WRITE.store(wake.1.as_raw_fd(), std::sync::atomic::Ordering::SeqCst);
+        signals::PIPE_WRITE.store(wake.1.as_raw_fd(), SeqCst);
         install(
             signals::handler,
             &[
@@ -138,54 +243,135 @@ impl Supervisor {
             "version" => env!("CARGO_PKG_VERSION"),
             "pid" => std::process::id(),
             "workers" => settings.workers,
+            "worker_slots" => slots,
             "memory_mb" => settings.memory_limit >> 20,
             "listen" => format!("{:?}", settings.listen),
             "port" => port,
             "segment" => store.segment_path());
-        let slots = (0..settings.workers)
+        let slots = (0..slots)
             .map(|_| Slot {
                 pid: None,
                 started: Instant::now(),
                 respawn_at: None,
                 backoff: Duration::ZERO,
+                failures: 0,
+                retiring: None,
+                woken: None,
             })
             .collect();
-        Ok(Supervisor {
+        let sup = Supervisor {
             settings,
+            origin,
             log,
             store: Some(store),
             listeners,
+            mailboxes,
             slots,
             wake,
             me: nix::unistd::getpid(),
-        })
+            port,
+            systemd,
+            reload: None,
+        };
+        sup.publish_live();
+        Ok(sup)
     }
 
-    /// Fork the workers, then supervise until drained. Returns the exit code.
-    pub fn run(mut self) -> i32 {
-        for i in 0..self.slots.len() {
-            if let Err(e) = self.spawn(i) {
-                error!(self.log, "cannot fork a worker"; "slot" => i, "error" => %e);
+    /// Fork the workers, wait until they all accept, then supervise until
+    /// drained. Returns the exit code.
+    fn run(mut self, mut report: Option<StartReport>) -> i32 {
+        let started = self.fork_workers().and_then(|()| self.wait_until_ready());
+        match started {
+            Ok(()) => {}
+            Err(StartFailure::Stopped) => return self.drain(),
+            Err(StartFailure::Failed(why)) => {
+                error!(self.log, "start-up failed"; "error" => &why);
+                if let Some(r) = &mut report {
+                    r.failed(EX_SOFTWARE, &why);
+                }
                 self.drain();
-                return EX_OSERR;
+                return EX_SOFTWARE;
             }
+        }
+        info!(self.log, "ready"; "workers" => self.settings.workers, "port" => self.port);
+        self.systemd.ready(self.status_line());
+        if let Some(r) = &mut report {
+            r.ready();
         }
         loop {
-            self.wait_for_signal(Duration::from_millis(200));
-            if signals::CHILD.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            let dormant = self.wait_for_signal(self.next_wakeup());
+            if signals::CHILD.swap(false, SeqCst) {
                 self.reap(true);
             }
-            if signals::HUP.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                info!(self.log, "SIGHUP: reload is not supported yet; ignored");
-            }
-            if signals::TERM.load(std::sync::atomic::Ordering::SeqCst) {
+            if signals::TERM.load(SeqCst) {
                 return self.drain();
             }
+            if self.reload.is_none() && signals::HUP.swap(false, SeqCst) {
+                self.begin_reload();
+            }
             self.respawn_due();
+            self.stop_overdue_retirees();
+            self.advance_reload();
+            for i in dormant {
+                self.wake_dormant(i);
+            }
+            let status = self.status_line();
+            self.systemd.status(status);
+            let healthy = self.healthy();
+            self.systemd.watchdog(healthy);
         }
+    }
+
+    fn fork_workers(&mut self) -> Result<(), StartFailure> {
+        for i in 0..self.settings.workers as usize {
+            self.spawn(i)
+                .map_err(|e| StartFailure::Failed(format!("cannot fork a worker: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Until every worker in service accepts (READY=1 waits for this).
+    fn wait_until_ready(&mut self) -> Result<(), StartFailure> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if signals::TERM.load(SeqCst) {
+                return Err(StartFailure::Stopped);
+            }
+            if signals::CHILD.swap(false, SeqCst) {
+                self.reap(true);
+            }
+            self.respawn_due();
+            let waiting: Vec<usize> = (0..self.settings.workers as usize)
+                .filter(|&i| !self.accepts(i))
+                .collect();
+            if waiting.is_empty() {
+                return Ok(());
+            }
+            if let Some(&i) = waiting
+                .iter()
+                .find(|&&i| self.slots[i].failures >= FAILURES_IN_A_ROW)
+            {
+                return Err(StartFailure::Failed(format!(
+                    "the worker of slot {i} died {FAILURES_IN_A_ROW} times in a row while starting"
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(StartFailure::Failed(format!(
+                    "the workers of slots {waiting:?} did not accept connections within {}s",
+                    START_TIMEOUT.as_secs()
+                )));
+            }
+            self.wait_for_signal(Duration::from_millis(20));
+        }
+    }
+
+    /// Slot `i` has a worker whose event loop is set up.
+    fn accepts(&self, i: usize) -> bool {
+        self.slots[i].pid.is_some() && self.store().slot_at(i).ready.load(Relaxed) == 1
     }
 
     fn spawn(&mut self, i: usize) -> nix::Result<()> {
+        self.store().slot_at(i).ready.store(0, Relaxed);
         // Block signals across fork so that none runs the supervisor's handler
         // in the child before the child has installed its own.
         let all = SigSet::all();
@@ -209,12 +395,8 @@ impl Supervisor {
                 slot.started = Instant::now();
                 slot.respawn_at = None;
                 let s = self.store().slot_at(i);
-                s.pid
-                    .store(child.as_raw() as u32, std::sync::atomic::Ordering::Relaxed);
-                s.started.store(
-                    crate::store::unix_now() as u64,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
+                s.pid.store(child.as_raw() as u32, Relaxed);
+                s.started.store(crate::store::unix_now() as u64, Relaxed);
                 info!(self.log, "worker started"; "slot" => i, "pid" => child.as_raw());
                 Ok(())
             }
@@ -227,7 +409,7 @@ impl Supervisor {
 
     /// In the child right after fork: become slot `i`'s worker and serve.
     fn become_worker(&mut self, i: usize, mask: &SigSet) -> i32 {
-        signals::PIPE_WRITE.store(-1, std::sync::atomic::Ordering::SeqCst);
+        signals::PIPE_WRITE.store(-1, SeqCst);
         if install(worker::on_drain_signal, &[Signal::SIGTERM, Signal::SIGINT]).is_err()
             || reset(&[Signal::SIGCHLD, Signal::SIGHUP]).is_err()
             || signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None).is_err()
@@ -248,7 +430,21 @@ impl Supervisor {
         // The other slots' sockets are not ours to accept on.
         self.listeners.clear();
         let log = self.log.new(slog::o!("slot" => i));
-        match Worker::new(store, self.settings.clone(), i, listeners, log.clone()) {
+        let handoff = match self.mailboxes.for_worker(i) {
+            Ok(h) => h,
+            Err(e) => {
+                error!(log, "worker cannot start"; "error" => %e);
+                return 1;
+            }
+        };
+        match Worker::new(
+            store,
+            self.settings.clone(),
+            i,
+            listeners,
+            handoff,
+            log.clone(),
+        ) {
             Ok(w) => w.run(),
             Err(e) => {
                 error!(log, "worker cannot start"; "error" => %e);
@@ -257,7 +453,9 @@ impl Supervisor {
         }
     }
 
-    /// Reap every exited child; schedule respawns unless draining.
+    /// Reap every exited child. A worker that was told to retire is replaced
+    /// at once if its slot stays in service; one that died is respawned
+    /// after a back-off (unless `respawn` is false: draining).
     fn reap(&mut self, respawn: bool) {
         loop {
             let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
@@ -275,37 +473,51 @@ impl Supervisor {
             };
             self.slots[i].pid = None;
             let shared = self.store().slot_at(i);
-            shared.pid.store(0, std::sync::atomic::Ordering::Relaxed);
+            shared.pid.store(0, Relaxed);
+            shared.ready.store(0, Relaxed);
+            shared.handoff.store(0, Relaxed);
             // Settle what the dead worker had half done before anyone reuses
             // its slot.
             self.store().recover_slot(i);
-            if !respawn {
-                info!(self.log, "worker exited"; "slot" => i, "pid" => pid.as_raw(), "how" => how);
+            let in_service = i < self.settings.workers as usize;
+            let planned = self.slots[i].retiring.take().is_some();
+            if !respawn || planned || !in_service {
+                info!(self.log, "worker exited"; "slot" => i, "pid" => pid.as_raw(), "how" => how,
+                      "replaced" => respawn && in_service);
+                if respawn && in_service {
+                    // Its successor takes over the connections it passed on.
+                    self.slots[i].respawn_at = Some(Instant::now());
+                }
                 continue;
             }
-            self.store()
-                .slot_at(i)
-                .restarts
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.store().slot_at(i).restarts.fetch_add(1, Relaxed);
             let slot = &mut self.slots[i];
             let lived = slot.started.elapsed();
             // A worker that keeps dying young is crash-looping: wait before
             // the next try, but never long, since its slot's queued
             // connections wait with it.
-            slot.backoff = if lived < Duration::from_secs(1) {
-                (slot.backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(1))
+            if lived < Duration::from_secs(1) {
+                slot.backoff =
+                    (slot.backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
+                slot.failures += 1;
             } else {
-                Duration::ZERO
-            };
+                slot.backoff = Duration::ZERO;
+                slot.failures = 0;
+            }
             slot.respawn_at = Some(Instant::now() + slot.backoff);
             warn!(self.log, "worker died; respawning"; "slot" => i, "pid" => pid.as_raw(),
-                  "how" => how, "after_ms" => slot.backoff.as_millis() as u64);
+                  "how" => how, "after_ms" => slot.backoff.as_millis() as u64,
+                  "failures_in_a_row" => slot.failures);
+            if slot.failures == FAILURES_IN_A_ROW {
+                error!(self.log, "a worker slot cannot be kept up; the watchdog is no longer answered";
+                       "slot" => i);
+            }
         }
     }
 
     fn respawn_due(&mut self) {
         let now = Instant::now();
-        for i in 0..self.slots.len() {
+        for i in 0..self.settings.workers as usize {
             if self.slots[i].pid.is_none()
                 && self.slots[i].respawn_at.is_some_and(|t| t <= now)
                 && let Err(e) = self.spawn(i)
@@ -316,11 +528,265 @@ impl Supervisor {
         }
     }
 
+    // ---- reload ----
+
+    /// SIGHUP: read the same command line (and config file) again; apply what
+    /// can change live, log what needs a restart, replace the workers one by
+    /// one if they hold settings of the past.
+    fn begin_reload(&mut self) {
+        self.systemd.reloading();
+        let wanted = match self.read_settings() {
+            Ok(s) => s,
+            Err(e) => {
+                error!(self.log, "reload refused; the running settings stay"; "error" => %e);
+                self.systemd.ready(self.status_line());
+                return;
+            }
+        };
+        let plan = reload::plan(&self.settings, wanted);
+        for n in &plan.needs_restart {
+            warn!(self.log, "reload: this change needs a restart; the running value stays";
+                  "key" => n.key, "running" => &n.running, "wanted" => &n.wanted);
+        }
+        for a in &plan.applied {
+            info!(self.log, "reload: applied"; "key" => a.key, "from" => &a.from, "to" => &a.to);
+        }
+        let before = self.settings.workers;
+        let verbosity = self.settings.verbosity;
+        self.settings = plan.settings;
+        if self.settings.verbosity != verbosity {
+            // As a client's `verbosity` command would (stored plus one).
+            let h = self.store().header();
+            h.verbosity
+                .store(u32::from(self.settings.verbosity) + 1, Relaxed);
+            crate::log::set_verbosity(self.settings.verbosity);
+        }
+        let wanted_workers = self.settings.workers;
+        if wanted_workers != before && !self.resize(before, wanted_workers) {
+            self.settings.workers = before;
+        }
+        self.publish_live();
+        // The slots that kept their worker; new slots start with the new settings.
+        let kept = before.min(self.settings.workers) as usize;
+        let pending = if plan.roll {
+            info!(
+                self.log,
+                "reload: workers copy changed settings at fork; replacing them one by one"
+            );
+            (0..kept).collect()
+        } else {
+            VecDeque::new()
+        };
+        self.reload = Some(Reload {
+            pending,
+            current: None,
+            started: Instant::now(),
+        });
+        self.advance_reload();
+    }
+
+    /// Grow or shrink the workers in service. New connections go to the
+    /// slots in service only (the reuseport program), so a surplus worker
+    /// passes on its connections and stops while nothing new reaches it.
+    fn resize(&mut self, before: u32, after: u32) -> bool {
+        if let Err(e) = listeners::steer(&self.listeners, after) {
+            error!(self.log, "reload: cannot steer connections; the number of workers stays";
+                   "workers" => before, "error" => %e);
+            return false;
+        }
+        for i in after as usize..before as usize {
+            self.slots[i].respawn_at = None;
+            self.retire(i, i % after as usize);
+        }
+        self.settings.workers = after;
+        for i in before as usize..after as usize {
+            let slot = &mut self.slots[i];
+            slot.failures = 0;
+            slot.backoff = Duration::ZERO;
+            if slot.pid.is_some() {
+                // Still passing its connections on: replaced once it is gone.
+                continue;
+            }
+            if let Err(e) = self.spawn(i) {
+                error!(self.log, "cannot fork a worker"; "slot" => i, "error" => %e);
+                self.slots[i].respawn_at = Some(Instant::now() + Duration::from_secs(1));
+            }
+        }
+        true
+    }
+
+    /// Tell slot `i`'s worker to pass its connections to slot `heir` (itself:
+    /// its successor) and stop.
+    fn retire(&mut self, i: usize, heir: usize) {
+        let Some(pid) = self.slots[i].pid else {
+            return;
+        };
+        self.store()
+            .slot_at(i)
+            .handoff
+            .store(heir as u32 + 1, Relaxed);
+        let _ = signal::kill(pid, Signal::SIGTERM);
+        self.slots[i].retiring = Some(Instant::now());
+    }
+
+    /// One step of the reload's roll: once the slot being replaced has a new
+    /// worker that accepts, retire the next one. READY=1 when done.
+    fn advance_reload(&mut self) {
+        let Some(mut reload) = self.reload.take() else {
+            return;
+        };
+        if let Some((i, since)) = reload.current {
+            let replaced = self.slots[i].retiring.is_none() && self.accepts(i);
+            let gone = i >= self.settings.workers as usize;
+            if !(replaced || gone) {
+                if since.elapsed() < self.settings.drain_timeout + START_TIMEOUT {
+                    self.reload = Some(reload);
+                    return;
+                }
+                warn!(self.log, "reload: a worker was not replaced in time; going on"; "slot" => i);
+            }
+            reload.current = None;
+        }
+        while let Some(i) = reload.pending.pop_front() {
+            // A slot without a worker gets the new settings with its next one.
+            if i < self.settings.workers as usize && self.slots[i].pid.is_some() {
+                self.retire(i, i);
+                reload.current = Some((i, Instant::now()));
+                self.reload = Some(reload);
+                return;
+            }
+        }
+        let all_accept = (0..self.settings.workers as usize)
+            .all(|i| self.slots[i].pid.is_none() || self.accepts(i));
+        if !all_accept && reload.started.elapsed() < START_TIMEOUT {
+            self.reload = Some(reload);
+            return;
+        }
+        info!(self.log, "reload complete"; "workers" => self.settings.workers);
+        self.systemd.ready(self.status_line());
+    }
+
+    /// A worker told to retire that is still there after the drain timeout
+    /// is killed (its successor takes over the socket and the mailbox).
+    fn stop_overdue_retirees(&mut self) {
+        let limit = self.settings.drain_timeout + Duration::from_secs(1);
+        for s in &self.slots {
+            if let (Some(pid), Some(since)) = (s.pid, s.retiring)
+                && since.elapsed() > limit
+            {
+                let _ = signal::kill(pid, Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// A dormant slot with connections on its sockets (their handshake was
+    /// under way when its worker retired) or in its mailbox: a worker comes,
+    /// passes them to a slot in service, and goes.
+    fn wake_dormant(&mut self, i: usize) {
+        let heir = i % self.settings.workers as usize;
+        self.store()
+            .slot_at(i)
+            .handoff
+            .store(heir as u32 + 1, Relaxed);
+        self.slots[i].woken = Some(Instant::now());
+        match self.spawn(i) {
+            Ok(()) => {
+                info!(self.log, "connections wait on a dormant slot; passing them on";
+                      "slot" => i, "to" => heir);
+                self.retire(i, heir);
+            }
+            Err(e) => error!(self.log, "cannot fork a worker"; "slot" => i, "error" => %e),
+        }
+    }
+
+    /// The settings the command line gives now.
+    fn read_settings(&self) -> Result<Settings, String> {
+        // A daemon runs in /: read relative paths from where it was started.
+        let cwd = self
+            .origin
+            .cwd
+            .as_deref()
+            .filter(|_| self.settings.daemonize);
+        if let Some(dir) = cwd {
+            std::env::set_current_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        let loaded = config::load(self.origin.args.clone());
+        if cwd.is_some() {
+            let _ = std::env::set_current_dir("/");
+        }
+        match loaded {
+            Ok(Action::Run(s)) => {
+                let mut s = *s;
+                anchor_paths(&mut s, self.origin.cwd.as_deref());
+                Ok(s)
+            }
+            Ok(Action::Print(_)) => Err("the command line does not start a daemon".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// What the workers load from the header at every tick.
+    fn publish_live(&self) {
+        let s = &self.settings;
+        let live = &self.store().header().live;
+        live.max_connections.store(s.max_connections, Relaxed);
+        live.reqs_per_event.store(s.reqs_per_event, Relaxed);
+        live.idle_timeout_ms
+            .store(s.idle_timeout.as_millis() as u64, Relaxed);
+        live.workers.store(s.workers, Relaxed);
+    }
+
+    // ---- health ----
+
+    /// Every slot in service has a worker whose loop ticks, or one on the
+    /// way that has not failed too often in a row.
+    fn healthy(&self) -> bool {
+        (0..self.settings.workers as usize).all(|i| {
+            let slot = &self.slots[i];
+            let settled = slot.failures < FAILURES_IN_A_ROW;
+            match slot.pid {
+                None => settled,
+                Some(_) if self.accepts(i) => {
+                    self.store().slot_at(i).since_beat() < HEARTBEAT_STALE
+                        && (settled || slot.started.elapsed() >= Duration::from_secs(1))
+                }
+                Some(_) => settled && slot.started.elapsed() < START_TIMEOUT,
+            }
+        })
+    }
+
+    /// systemd's STATUS= line.
+    fn status_line(&self) -> String {
+        let workers = self.settings.workers as usize;
+        let up = (0..workers).filter(|&i| self.accepts(i)).count();
+        let restarts: u64 = self
+            .store()
+            .slots()
+            .iter()
+            .map(|s| s.restarts.load(Relaxed))
+            .sum();
+        format!(
+            "workers {up}/{workers} up, port {}, memory {} MiB, restarts {restarts}{}",
+            self.port,
+            self.settings.memory_limit >> 20,
+            if self.reload.is_some() {
+                ", reloading"
+            } else {
+                ""
+            }
+        )
+    }
+
+    // ---- stop ----
+
     /// SIGTERM: every worker finishes what it received and exits; after the
     /// drain timeout the rest are killed. Then remove what we created.
     fn drain(mut self) -> i32 {
+        self.systemd.stopping();
         info!(self.log, "shutting down"; "workers" => self.live_workers());
-        for s in &self.slots {
+        for (i, s) in self.slots.iter().enumerate() {
+            // Nobody is left to take connections over: close them.
+            self.store().slot_at(i).handoff.store(0, Relaxed);
             if let Some(pid) = s.pid {
                 let _ = signal::kill(pid, Signal::SIGTERM);
             }
@@ -363,15 +829,58 @@ impl Supervisor {
         self.slots.iter().filter(|s| s.pid.is_some()).count()
     }
 
+    /// How long the loop may sleep.
+    fn next_wakeup(&self) -> Duration {
+        let now = Instant::now();
+        let mut at = now + TICK;
+        if self.reload.is_some() {
+            at = at.min(now + Duration::from_millis(20));
+        }
+        if let Some(ping) = self.systemd.next_ping() {
+            at = at.min(ping);
+        }
+        for s in &self.slots[..self.settings.workers as usize] {
+            if let Some(t) = s.respawn_at {
+                at = at.min(t);
+            }
+        }
+        at.saturating_duration_since(now)
+    }
+
     /// Sleep until a signal arrives (or `timeout`), then empty the self-pipe.
-    fn wait_for_signal(&self, timeout: Duration) {
+    /// Returns the dormant slots with something waiting on their sockets.
+    fn wait_for_signal(&self, timeout: Duration) -> Vec<usize> {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-        use std::os::fd::AsFd;
-        let mut fds = [PollFd::new(self.wake.0.as_fd(), PollFlags::POLLIN)];
-        let ms = PollTimeout::try_from(timeout.as_millis() as i32).unwrap_or(PollTimeout::NONE);
+        let watched: Vec<usize> = (self.settings.workers as usize..self.slots.len())
+            .filter(|&i| {
+                let s = &self.slots[i];
+                s.pid.is_none() && s.woken.is_none_or(|t| t.elapsed() >= DORMANT_WAKE_EVERY)
+            })
+            .collect();
+        let mut fds = vec![PollFd::new(self.wake.0.as_fd(), PollFlags::POLLIN)];
+        let mut owners = vec![usize::MAX];
+        for &i in &watched {
+            for l in &self.listeners[i] {
+                fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+                owners.push(i);
+            }
+            fds.push(PollFd::new(self.mailboxes.inbox(i), PollFlags::POLLIN));
+            owners.push(i);
+        }
+        let ms = PollTimeout::try_from(timeout.as_millis().min(i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::NONE);
         let _ = poll(&mut fds, ms);
+        let mut ready: Vec<usize> = fds
+            .iter()
+            .zip(&owners)
+            .skip(1)
+            .filter(|(fd, _)| fd.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)))
+            .map(|(_, &i)| i)
+            .collect();
+        ready.dedup();
         let mut buf = [0u8; 64];
         while matches!(nix::unistd::read(&self.wake.0, &mut buf), Ok(n) if n > 0) {}
+        ready
     }
 }
 
@@ -420,53 +929,4 @@ fn drop_privileges(user: &nix::unistd::User) -> Result<(), String> {
         .and_then(|_| nix::unistd::setgid(user.gid))
         .and_then(|_| nix::unistd::setuid(user.uid))
         .map_err(|e| format!("failed to assume identity of user {}: {e}", user.name))
-}
-
-/// One SO_REUSEPORT socket per worker slot and address, all on one port.
-fn bind_listeners(s: &Settings) -> Result<Vec<Vec<TcpListener>>, String> {
-    let mut port = s.port;
-    let mut all = Vec::new();
-    for _ in 0..s.workers {
-        let mut per_slot = Vec::new();
-        for &ip in &s.listen {
-            let addr = SocketAddr::new(ip, port);
-            if all.is_empty() && port != 0 {
-                ensure_free(addr)
-                    .map_err(|e| format!("failed to listen on TCP port {port} at {ip}: {e}"))?;
-            }
-            let sock = listener(addr, s.backlog)
-                .map_err(|e| format!("failed to listen on TCP port {port} at {ip}: {e}"))?;
-            if port == 0 {
-                // -p -1: the first socket picked a port; the rest join it.
-                port = sock.local_addr().map_err(|e| e.to_string())?.port();
-            }
-            per_slot.push(sock);
-        }
-        all.push(per_slot);
-    }
-    Ok(all)
-}
-
-/// SO_REUSEPORT would let us join another process's sockets on the port (of
-/// the same user) and split its connections: bind once without it first, as
-/// memcached would, so that a busy port is refused.
-fn ensure_free(addr: SocketAddr) -> std::io::Result<()> {
-    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    if addr.is_ipv6() {
-        probe.set_only_v6(true)?;
-    }
-    probe.set_reuse_address(true)?;
-    probe.bind(&addr.into())
-}
-
-fn listener(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    if addr.is_ipv6() {
-        sock.set_only_v6(true)?;
-    }
-    sock.set_reuse_address(true)?;
-    sock.set_reuse_port(true)?;
-    sock.bind(&addr.into())?;
-    sock.listen(backlog.min(i32::MAX as u32) as i32)?;
-    Ok(sock.into())
 }

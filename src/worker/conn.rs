@@ -5,6 +5,8 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
+use crate::store::conns::ConnState;
+
 /// Bytes read per read() call at most; the buffer grows only for large values.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -93,6 +95,10 @@ pub struct Conn {
     pub seed_wait_since: Option<Instant>,
     /// `-Y`: false until the client has sent valid credentials.
     pub authenticated: bool,
+    /// A request was handled (memcached's conn_new_cmd until then).
+    pub handled: bool,
+    /// This connection's entry in the worker's connection table, if it got one.
+    pub entry: Option<usize>,
 }
 
 impl Conn {
@@ -111,6 +117,35 @@ impl Conn {
             last_active: Instant::now(),
             seed_wait_since: None,
             authenticated,
+            handled: false,
+            entry: None,
+        }
+    }
+
+    /// The buffer starts with a whole command line. Only the line's possible
+    /// length is searched, not a large data block behind it (this runs after
+    /// every event).
+    fn command_line_complete(&self) -> bool {
+        let pending = self.input.pending();
+        pending[..pending.len().min(crate::protocol::LINE_MAX + 2)].contains(&b'\n')
+    }
+
+    /// What `stats conns` shows for this connection between events, in
+    /// memcached's names.
+    pub fn state(&self) -> ConnState {
+        if self.closing {
+            ConnState::Closing
+        } else if self.output_pending() > 0 {
+            ConnState::Mwrite
+        } else if self.swallow > 0 {
+            ConnState::Swallow
+        } else if self.command_line_complete() {
+            // A whole command line is waiting for the rest of its data block.
+            ConnState::Nread
+        } else if !self.handled && self.input.is_empty() {
+            ConnState::NewCmd
+        } else {
+            ConnState::Read
         }
     }
 

@@ -3,9 +3,12 @@
 
 mod conn;
 mod exec;
+pub mod handoff;
 mod stats;
 
+use std::cell::Cell;
 use std::net::TcpListener as StdListener;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
@@ -15,8 +18,10 @@ use slog::{Logger, debug, info, warn};
 
 use crate::config::Settings;
 use crate::protocol::auth::{self, AuthRequest};
-use crate::protocol::{self, Limits, Parsed, reply, seed};
+use crate::protocol::{self, Limits, Parsed, Refusal, reply, seed};
 use crate::store::Store;
+use crate::store::conns::{CONNS_PER_WORKER, ConnState};
+use crate::store::prefix::PrefixOp;
 use crate::store::stats::Counter;
 use conn::{Conn, ReadOutcome};
 use exec::After;
@@ -30,8 +35,10 @@ const SEED_DATA_TIMEOUT: Duration = Duration::from_secs(2);
 const TICK: Duration = Duration::from_millis(100);
 /// memcached's answer to a connection over `-c`, before it closes it.
 const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections\r\n";
-/// First token for connections; listeners use 0..FIRST_CONN.
+/// First token for connections; listeners use 0..INBOX.
 const FIRST_CONN: usize = 1024;
+/// The token of the slot's mailbox (connections passed on by other workers).
+const INBOX: usize = FIRST_CONN - 1;
 
 /// Set by SIGTERM/SIGINT: stop accepting, answer what was received, exit.
 static DRAINING: AtomicBool = AtomicBool::new(false);
@@ -46,6 +53,26 @@ pub struct WorkerContext {
     pub store: Store,
     pub settings: Settings,
     pub limits: Limits,
+    /// This worker's slot.
+    pub slot: usize,
+    /// The TCP port the listeners are bound to (`-p -1` picks one).
+    pub port: u16,
+    /// The connection-table entry of the connection whose command runs now.
+    pub current_conn: Cell<Option<usize>>,
+}
+
+impl WorkerContext {
+    /// Is `stats detail` on? A client's `stats detail on|off` wins over `-D`.
+    #[inline]
+    pub fn detail_enabled(&self) -> bool {
+        self.store.detail().unwrap_or(self.settings.detail_enabled)
+    }
+
+    /// Count `op` for `key`'s prefix (call only when detail is on).
+    pub fn record_prefix(&self, key: &[u8], op: PrefixOp) {
+        self.store
+            .record_prefix(key, self.settings.stats_prefix_delimiter, op);
+    }
 }
 
 pub struct Worker {
@@ -57,6 +84,11 @@ pub struct Worker {
     free_tokens: Vec<usize>,
     /// Connections that used up their request budget with work left (`-R`).
     yielded: Vec<usize>,
+    /// Free entries of this slot's connection table (`stats conns`).
+    free_entries: Vec<usize>,
+    handoff: handoff::Handoff,
+    /// Connections passed on to another worker while retiring.
+    passed: usize,
     log: Logger,
 }
 
@@ -66,9 +98,36 @@ impl Worker {
         settings: Settings,
         slot: usize,
         listeners: Vec<StdListener>,
+        handoff: handoff::Handoff,
         log: Logger,
     ) -> std::io::Result<Worker> {
         let poll = Poll::new()?;
+        poll.registry().register(
+            &mut mio::unix::SourceFd(&handoff.inbox_fd()),
+            Token(INBOX),
+            Interest::READABLE,
+        )?;
+        // A dead predecessor's connections are gone; ours get published as
+        // they come, the listeners first.
+        let table = store.conn_table(slot);
+        for entry in table {
+            entry.clear();
+        }
+        let started = store.header().started.load(Relaxed) as u32;
+        let mut port = 0;
+        for (entry, l) in table.iter().zip(&listeners) {
+            if let Ok(addr) = l.local_addr() {
+                port = addr.port();
+                entry.publish(
+                    l.as_raw_fd() as u32,
+                    addr,
+                    addr,
+                    ConnState::Listening,
+                    started,
+                );
+            }
+        }
+        let free_entries = (listeners.len()..CONNS_PER_WORKER).rev().collect();
         let mut mio_listeners = Vec::new();
         for (i, l) in listeners.into_iter().enumerate() {
             l.set_nonblocking(true)?;
@@ -88,6 +147,9 @@ impl Worker {
                 store,
                 settings,
                 limits,
+                slot,
+                port,
+                current_conn: Cell::new(None),
             },
             slot,
             listeners: mio_listeners,
@@ -95,6 +157,9 @@ impl Worker {
             conns: Vec::new(),
             free_tokens: Vec::new(),
             yielded: Vec::new(),
+            free_entries,
+            handoff,
+            passed: 0,
             log,
         })
     }
@@ -104,14 +169,17 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         let mut drain_deadline: Option<Instant> = None;
         let mut last_sweep = Instant::now();
+        self.tick();
+        // The loop is set up: the supervisor may announce READY=1.
+        self.ctx.store.slot().ready.store(1, Relaxed);
         loop {
             if DRAINING.load(Relaxed) && drain_deadline.is_none() {
                 drain_deadline = Some(Instant::now() + self.ctx.settings.drain_timeout);
-                self.stop_accepting();
+                self.begin_drain();
                 debug!(self.log, "draining"; "slot" => self.slot, "connections" => self.open_conns());
             }
             if let Some(deadline) = drain_deadline {
-                self.close_idle();
+                self.end_idle();
                 if self.open_conns() == 0 || Instant::now() >= deadline {
                     break;
                 }
@@ -129,6 +197,10 @@ impl Worker {
             }
             for ev in events.iter() {
                 let Token(t) = ev.token();
+                if t == INBOX {
+                    self.receive_passed();
+                    continue;
+                }
                 if t < FIRST_CONN {
                     self.accept(t);
                     continue;
@@ -148,6 +220,7 @@ impl Worker {
             }
             if last_sweep.elapsed() >= TICK {
                 last_sweep = Instant::now();
+                self.tick();
                 self.sweep_timers();
             }
         }
@@ -156,7 +229,7 @@ impl Worker {
             self.close(i);
         }
         info!(self.log, "worker exits"; "slot" => self.slot, "pid" => std::process::id(),
-              "connections_cut" => left);
+              "connections_passed_on" => self.passed, "connections_cut" => left);
         0
     }
 
@@ -196,25 +269,52 @@ impl Worker {
             }
             let _ = stream.set_nodelay(true);
             counters.incr(Counter::total_connections);
-            counters.incr(Counter::curr_connections);
-            let idx = self.free_tokens.pop().unwrap_or_else(|| {
-                self.conns.push(None);
-                self.conns.len() - 1
-            });
-            if let Err(e) = self.poll.registry().register(
-                &mut stream,
-                Token(FIRST_CONN + idx),
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
-                warn!(self.log, "register failed"; "error" => %e);
-                counters.decr(Counter::curr_connections);
-                self.free_tokens.push(idx);
-                continue;
-            }
             debug!(self.log, "connection opened"; "peer" => %peer, "slot" => self.slot);
             let authenticated = self.ctx.settings.auth.is_none();
-            self.conns[idx] = Some(Conn::new(stream, authenticated));
+            self.adopt(stream, peer, authenticated);
         }
+    }
+
+    /// Serve `stream` from now on: a connection just accepted, or one another
+    /// worker passed on. Returns its index.
+    fn adopt(
+        &mut self,
+        mut stream: mio::net::TcpStream,
+        peer: std::net::SocketAddr,
+        authenticated: bool,
+    ) -> Option<usize> {
+        let counters = self.ctx.store.counters();
+        counters.incr(Counter::curr_connections);
+        let idx = self.free_tokens.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(FIRST_CONN + idx),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!(self.log, "register failed"; "error" => %e);
+            counters.decr(Counter::curr_connections);
+            self.free_tokens.push(idx);
+            return None;
+        }
+        let mut conn = Conn::new(stream, authenticated);
+        // Past the table's size a connection is served but not listed.
+        if let Some(e) = self.free_entries.pop() {
+            let local = conn.stream.local_addr().unwrap_or(peer);
+            let fd = conn.stream.as_raw_fd() as u32;
+            self.ctx.store.conn_table(self.slot)[e].publish(
+                fd,
+                peer,
+                local,
+                ConnState::NewCmd,
+                crate::store::unix_now(),
+            );
+            conn.entry = Some(e);
+        }
+        self.conns[idx] = Some(conn);
+        Some(idx)
     }
 
     /// Read, execute and write for one connection until it would block.
@@ -222,7 +322,13 @@ impl Worker {
         let Some(conn) = self.conns[idx].as_mut() else {
             return;
         };
-        match serve_conn(&self.ctx, conn, &self.log) {
+        let served = serve_conn(&self.ctx, conn, &self.log);
+        if let Some(e) = conn.entry {
+            let now = crate::store::unix_now();
+            let last = now.saturating_sub(conn.last_active.elapsed().as_secs() as u32);
+            self.ctx.store.conn_table(self.slot)[e].update(conn.state(), last);
+        }
+        match served {
             Served::Wait => {}
             Served::Yield => {
                 self.ctx.store.counters().incr(Counter::conn_yields);
@@ -238,6 +344,10 @@ impl Worker {
             let _ = self.poll.registry().deregister(&mut c.stream);
             self.ctx.store.counters().decr(Counter::curr_connections);
             self.free_tokens.push(idx);
+            if let Some(e) = c.entry {
+                self.ctx.store.conn_table(self.slot)[e].clear();
+                self.free_entries.push(e);
+            }
         }
     }
 
@@ -294,6 +404,7 @@ enum Served {
 fn serve_conn(ctx: &WorkerContext, conn: &mut Conn, log: &Logger) -> Served {
     let counters = ctx.store.counters();
     let mut budget = ctx.settings.reqs_per_event.max(1) as usize;
+    ctx.current_conn.set(conn.entry);
     loop {
         // 1. Write what is queued.
         if conn.output_pending() > 0 && conn.writable {
@@ -393,6 +504,7 @@ fn run_requests(
                     debug!(log, "request"; "command" => ?command);
                 }
                 let after = exec::execute(ctx, &command, &mut conn.output);
+                conn.handled = true;
                 conn.input.consume(consumed);
                 if after != After::Continue {
                     return Some(after);
@@ -404,11 +516,28 @@ fn run_requests(
                 swallow,
                 close,
                 unlink,
+                refused,
             } => {
                 conn.seed_wait_since = None;
                 conn.last_active = Instant::now();
+                conn.handled = true;
                 if let Some(key) = unlink {
-                    ctx.store.delete(key);
+                    ctx.store.remove(key);
+                }
+                // memcached counts these refusals as it reads the line and
+                // the data block.
+                if let Some(r) = refused {
+                    let counters = ctx.store.counters();
+                    match r.why {
+                        Refusal::TooLarge => counters.incr(Counter::store_too_large),
+                        Refusal::BadDataChunk => {
+                            counters.incr(Counter::cmd_set);
+                            ctx.store.count_refused_set(r.key.len(), r.nbytes);
+                        }
+                    }
+                    if ctx.detail_enabled() {
+                        ctx.record_prefix(r.key, PrefixOp::Set);
+                    }
                 }
                 conn.output.extend_from_slice(reply);
                 conn.input.consume(consumed);
@@ -456,6 +585,7 @@ fn authenticate(ctx: &WorkerContext, conn: &mut Conn) -> Option<After> {
     conn.output.extend_from_slice(reply);
     conn.input.consume(consumed);
     conn.last_active = Instant::now();
+    conn.handled = true;
     Some(After::Continue)
 }
 

@@ -1,0 +1,182 @@
+//! The listening sockets: one SO_REUSEPORT socket per worker slot and
+//! address, all on one port, made once by the supervisor before it drops
+//! privileges (a socket made later, as another user, could not join them).
+//!
+//! Slots past the number of workers in service are dormant: their sockets stay
+//! open but get no connection, because a classic BPF program attached to each
+//! address's reuseport group picks the socket: `hash(source port) % workers`,
+//! and a group's sockets are numbered in the order they started listening,
+//! which is the slot order. Changing the number of workers is then a matter of
+//! reattaching the program: no socket is ever closed, so no queued connection
+//! is ever reset.
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Socket, Type};
+
+use crate::config::Settings;
+
+/// `listeners[slot][address]`, for `slots` slots.
+pub fn bind(s: &Settings, slots: u32) -> Result<Vec<Vec<TcpListener>>, String> {
+    let mut port = s.port;
+    let mut all = Vec::new();
+    for _ in 0..slots {
+        let mut per_slot = Vec::new();
+        for &ip in &s.listen {
+            let addr = SocketAddr::new(ip, port);
+            if all.is_empty() && port != 0 {
+                ensure_free(addr)
+                    .map_err(|e| format!("failed to listen on TCP port {port} at {ip}: {e}"))?;
+            }
+            let sock = listener(addr, s.backlog)
+                .map_err(|e| format!("failed to listen on TCP port {port} at {ip}: {e}"))?;
+            if port == 0 {
+                // -p -1: the first socket picked a port; the rest join it.
+                port = sock.local_addr().map_err(|e| e.to_string())?.port();
+            }
+            per_slot.push(sock);
+        }
+        all.push(per_slot);
+    }
+    Ok(all)
+}
+
+/// Send new connections to the first `workers` slots only.
+pub fn steer(listeners: &[Vec<TcpListener>], workers: u32) -> std::io::Result<()> {
+    let Some(first) = listeners.first() else {
+        return Ok(());
+    };
+    for sock in first {
+        let v6 = sock.local_addr()?.is_ipv6();
+        let program = pick_slot(v6, workers.max(1));
+        let fprog = libc::sock_fprog {
+            len: program.len() as u16,
+            filter: program.as_ptr() as *mut libc::sock_filter,
+        };
+        // SAFETY: setsockopt reads `fprog` and the program it points to, both
+        // alive for the call; the kernel copies them.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_REUSEPORT_CBPF,
+                (&raw const fprog).cast(),
+                size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The reuseport program: the index of the socket for a SYN.
+///
+/// ```text
+/// A = TCP source port      (after the IPv4 header, whatever its length, or the IPv6 one)
+/// A = A * 2654435761 >> 16 (Linux picks even ports for connect(): mix before the modulo)
+/// return A % workers
+/// ```
+fn pick_slot(v6: bool, workers: u32) -> Vec<libc::sock_filter> {
+    const NET: u32 = libc::SKF_NET_OFF as u32;
+    let op = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let mut program = if v6 {
+        vec![op(
+            libc::BPF_LD | libc::BPF_H | libc::BPF_ABS,
+            NET.wrapping_add(40),
+        )]
+    } else {
+        vec![
+            // X = 4 * (IHL): the IPv4 header's length.
+            op(libc::BPF_LDX | libc::BPF_B | libc::BPF_MSH, NET),
+            op(libc::BPF_LD | libc::BPF_H | libc::BPF_IND, NET),
+        ]
+    };
+    program.extend([
+        op(libc::BPF_ALU | libc::BPF_MUL | libc::BPF_K, 2_654_435_761),
+        op(libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K, 16),
+        op(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, workers),
+        op(libc::BPF_RET | libc::BPF_A, 0),
+    ]);
+    program
+}
+
+/// SO_REUSEPORT would let us join another process's sockets on the port (of
+/// the same user) and split its connections: bind once without it first, as
+/// memcached would, so that a busy port is refused.
+fn ensure_free(addr: SocketAddr) -> std::io::Result<()> {
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into())
+}
+
+fn listener(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(backlog.min(i32::MAX as u32) as i32)?;
+    Ok(sock.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, TcpStream};
+
+    /// Connections to each listener after `connections` connects.
+    fn spread(ip: IpAddr, slots: u32, workers: u32, connections: usize) -> Option<Vec<usize>> {
+        let settings = Settings {
+            port: 0,
+            listen: vec![ip],
+            ..Settings::default()
+        };
+        let listeners = bind(&settings, slots).ok()?;
+        steer(&listeners, workers).expect("attach the reuseport program");
+        let addr = listeners[0][0].local_addr().unwrap();
+        let clients: Vec<TcpStream> = (0..connections)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        let counts = listeners
+            .iter()
+            .map(|l| {
+                l[0].set_nonblocking(true).unwrap();
+                std::iter::from_fn(|| l[0].accept().ok()).count()
+            })
+            .collect();
+        drop(clients);
+        Some(counts)
+    }
+
+    #[test]
+    fn connections_go_to_the_slots_in_service_only() {
+        let counts = spread("127.0.0.1".parse().unwrap(), 4, 3, 90).unwrap();
+        assert_eq!(counts[3], 0, "{counts:?}");
+        assert_eq!(counts.iter().sum::<usize>(), 90);
+        assert!(counts[..3].iter().all(|&c| c >= 15), "{counts:?}");
+        let counts = spread("127.0.0.1".parse().unwrap(), 4, 1, 20).unwrap();
+        assert_eq!(counts, [20, 0, 0, 0]);
+    }
+
+    #[test]
+    fn ipv6_too() {
+        // Skipped where the machine has no IPv6 loopback.
+        if let Some(counts) = spread("::1".parse().unwrap(), 3, 2, 40) {
+            assert_eq!(counts[2], 0, "{counts:?}");
+            assert!(counts[0] > 0 && counts[1] > 0, "{counts:?}");
+        }
+    }
+}
