@@ -12,6 +12,15 @@ if ! command -v memcached >/dev/null 2>&1; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq memcached >/dev/null
 fi
 # The memcached package starts a system instance on 11211; tests use their own ports.
+# tests/package.rs: systemd-analyze and systemd-sysusers check the unit, strace
+# checks its system call filter (dpkg-deb is part of every Debian system).
+missing=()
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v strace >/dev/null 2>&1 || missing+=(strace)
+if [ ${#missing[@]} -gt 0 ]; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 python3 -m pip install -q --disable-pip-version-check pymemcache pytest
 
 cargo build --all-targets
