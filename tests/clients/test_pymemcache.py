@@ -10,97 +10,11 @@ Environment:
                             check these tests themselves
 """
 
-import os
-import signal
-import socket
-import subprocess
-import tempfile
-import time
-from pathlib import Path
+from conftest import Daemon
 
 import pytest
 from pymemcache.client.base import Client
 from pymemcache.client.hash import HashClient
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-MEMCACHED = "/usr/bin/memcached"
-READY_TIMEOUT = 10.0
-STOP_TIMEOUT = 5.0
-PORT_ATTEMPTS = 5
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def server_command(port):
-    if os.environ.get("SHMCACHED_TEST_SERVER") == "memcached":
-        return [MEMCACHED, "-U", "0", "-l", "127.0.0.1", "-p", str(port), "-u", "root", "-t", "2"]
-    binary = Path(os.environ.get("SHMCACHED_BIN", REPO_ROOT / "target" / "debug" / "shmcached"))
-    if not binary.is_absolute():
-        binary = REPO_ROOT / binary
-    if not binary.exists():
-        pytest.fail(f"{binary} does not exist: run `cargo build` first or set SHMCACHED_BIN")
-    return [str(binary), "-p", str(port), "-l", "127.0.0.1", "-u", "root", "-t", "2"]
-
-
-class Daemon:
-    """A server process on 127.0.0.1 and a port of its own; `stop` always reaps it."""
-
-    def __init__(self):
-        self.proc = None
-        last_failure = ""
-        for _ in range(PORT_ATTEMPTS):
-            self.port = free_port()
-            self.command = server_command(self.port)
-            self.log = tempfile.TemporaryFile()
-            self.proc = subprocess.Popen(
-                self.command, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT
-            )
-            failure = self._wait_ready()
-            if failure is None:
-                return
-            last_failure = failure
-            self.stop()
-        pytest.fail(f"server did not start after {PORT_ATTEMPTS} attempts:\n{last_failure}")
-
-    def _wait_ready(self):
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return f"`{' '.join(self.command)}` exited with {self.proc.returncode}:\n{self.output()}"
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                if self.proc.poll() is None:
-                    return None
-            except OSError:
-                time.sleep(0.02)
-        return f"`{' '.join(self.command)}` did not accept connections in {READY_TIMEOUT} s:\n{self.output()}"
-
-    def output(self):
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-    def stop(self):
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-@pytest.fixture(scope="module")
-def daemon():
-    """One server for the module (memcached takes up to a second to stop);
-    each test starts from an empty cache (see `client`)."""
-    d = Daemon()
-    yield d
-    d.stop()
 
 
 def make_client(port):
