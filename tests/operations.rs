@@ -820,6 +820,14 @@ fn sighup_applies_live_settings_and_names_what_needs_a_restart() {
     );
     assert_eq!(daemon.stat("limit_maxbytes"), 16 << 20, "memory kept");
     assert_eq!(daemon.worker_pids(), workers, "no worker replaced");
+    let mut conn = Conn::connect(daemon.port);
+    let settings = conn.roundtrip(b"stats settings\r\n");
+    assert!(
+        String::from_utf8_lossy(&settings).contains("STAT maxconns 3\r\n"),
+        "stats settings shows the live -c: {}",
+        String::from_utf8_lossy(&settings)
+    );
+    drop(conn);
     let log = daemon.stderr();
     assert!(
         log.lines()

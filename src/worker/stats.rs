@@ -85,7 +85,9 @@ fn settings(ctx: &WorkerContext, out: &mut Vec<u8>) {
     let h = ctx.store.header();
     let stat = |out: &mut Vec<u8>, name: &str, value: &dyn Display| reply::stat(out, name, value);
     stat(out, "maxbytes", &s.memory_limit);
-    stat(out, "maxconns", &s.max_connections);
+    // The settings a reload changes live are read from the segment.
+    let live = &h.live;
+    stat(out, "maxconns", &live.max_connections.load(Relaxed));
     stat(out, "tcpport", &ctx.port);
     stat(out, "udpport", &0);
     let inter = s
@@ -111,14 +113,14 @@ fn settings(ctx: &WorkerContext, out: &mut Vec<u8>) {
     stat(out, "growth_factor", &format_args!("{GROWTH_FACTOR:.2}"));
     // memcached's chunk_size is the room for key + value in the smallest chunk.
     stat(out, "chunk_size", &(MIN_CHUNK - ITEM_HEADER as u64));
-    stat(out, "num_threads", &s.workers);
+    stat(out, "num_threads", &live.workers.load(Relaxed));
     stat(
         out,
         "stat_key_prefix",
         &char::from(s.stats_prefix_delimiter).to_string(),
     );
     stat(out, "detail_enabled", &yes_no(ctx.detail_enabled()));
-    stat(out, "reqs_per_event", &s.reqs_per_event);
+    stat(out, "reqs_per_event", &live.reqs_per_event.load(Relaxed));
     stat(out, "cas_enabled", &yes_no(s.cas_enabled));
     stat(out, "tcp_backlog", &s.backlog);
     let protocol = match s.protocol {
@@ -136,7 +138,11 @@ fn settings(ctx: &WorkerContext, out: &mut Vec<u8>) {
     stat(out, "maxconns_fast", &"yes");
     stat(out, "flush_enabled", &yes_no(s.flush_enabled));
     stat(out, "hash_algorithm", &"xxh3");
-    stat(out, "idle_timeout", &s.idle_timeout.as_secs());
+    stat(
+        out,
+        "idle_timeout",
+        &(live.idle_timeout_ms.load(Relaxed) / 1000),
+    );
     stat(out, "ssl_enabled", &"no");
     out.extend_from_slice(reply::END);
 }
