@@ -88,6 +88,8 @@ pub struct Conn {
     /// Edge-triggered readiness not yet used up.
     pub readable: bool,
     pub writable: bool,
+    /// The poller saw the peer's FIN: read on until EOF even after a short read.
+    pub peer_closed: bool,
     /// When the last request was handled (`-o idle_timeout`): as in memcached,
     /// bytes that do not complete a request are no sign of life.
     pub last_active: Instant,
@@ -113,6 +115,7 @@ impl Conn {
             closing: false,
             eof: false,
             readable: true,
+            peer_closed: false,
             writable: true,
             last_active: Instant::now(),
             seed_wait_since: None,
@@ -160,6 +163,12 @@ impl Conn {
                 Ok((ReadOutcome::Eof, 0))
             }
             Ok(n) => {
+                // A short read drained the socket: the next bytes raise a new
+                // edge, so skip the read() that would only say EAGAIN (as
+                // memcached does). Unless a FIN came with them: no edge follows.
+                if n < buf.len() && !self.peer_closed {
+                    self.readable = false;
+                }
                 self.input.end += n;
                 if self.swallow > 0 {
                     let drop = self.swallow.min(self.input.len());

@@ -209,6 +209,9 @@ impl Worker {
                     if ev.is_readable() || ev.is_read_closed() {
                         c.readable = true;
                     }
+                    if ev.is_read_closed() {
+                        c.peer_closed = true;
+                    }
                     if ev.is_writable() {
                         c.writable = true;
                     }
@@ -355,6 +358,13 @@ impl Worker {
     /// send is done.
     fn close_idle(&mut self) {
         for i in 0..self.conns.len() {
+            // Bytes the client sent before the drain may sit in the socket
+            // with their readiness event not yet handled: read and answer
+            // them before judging the connection idle.
+            if let Some(c) = self.conns[i].as_mut() {
+                c.readable = true;
+                self.service(i);
+            }
             let idle =
                 matches!(&self.conns[i], Some(c) if c.input.is_empty() && c.output_pending() == 0);
             if idle {
