@@ -415,12 +415,10 @@ fn workers(ctx: &WorkerContext, out: &mut Vec<u8>) {
 
 /// This process's CPU time, as memcached prints it (`seconds.micros`).
 fn rusage() -> (String, String) {
-    // SAFETY: getrusage fills the struct we pass.
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru
-    };
-    let fmt = |t: libc::timeval| format!("{}.{:06}", t.tv_sec, t.tv_usec);
-    (fmt(ru.ru_utime), fmt(ru.ru_stime))
+    use nix::sys::resource::{UsageWho, getrusage};
+    let fmt = |t: nix::sys::time::TimeVal| format!("{}.{:06}", t.tv_sec(), t.tv_usec());
+    match getrusage(UsageWho::RUSAGE_SELF) {
+        Ok(ru) => (fmt(ru.user_time()), fmt(ru.system_time())),
+        Err(_) => ("0.000000".into(), "0.000000".into()),
+    }
 }
