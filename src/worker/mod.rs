@@ -176,7 +176,7 @@ impl Worker {
             if DRAINING.load(Relaxed) && drain_deadline.is_none() {
                 drain_deadline = Some(Instant::now() + self.ctx.settings.drain_timeout);
                 self.begin_drain();
-                debug!(self.log, "draining"; "slot" => self.slot, "connections" => self.open_conns());
+                debug!(self.log, "draining"; "connections" => self.open_conns());
             }
             if let Some(deadline) = drain_deadline {
                 self.end_idle();
@@ -231,7 +231,7 @@ impl Worker {
         for i in 0..self.conns.len() {
             self.close(i);
         }
-        info!(self.log, "worker exits"; "slot" => self.slot, "pid" => std::process::id(),
+        info!(self.log, "worker exits"; "pid" => std::process::id(),
               "connections_passed_on" => self.passed, "connections_cut" => left);
         0
     }
@@ -272,7 +272,7 @@ impl Worker {
             }
             let _ = stream.set_nodelay(true);
             counters.incr(Counter::total_connections);
-            debug!(self.log, "connection opened"; "peer" => %peer, "slot" => self.slot);
+            debug!(self.log, "connection opened"; "peer" => %peer);
             let authenticated = self.ctx.settings.auth.is_none();
             self.adopt(stream, peer, authenticated);
         }
