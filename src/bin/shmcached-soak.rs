@@ -455,7 +455,7 @@ struct KeyModel {
     late: Vec<Val>,
     /// An unexpected reply left the state unknown: the next read decides.
     unknown: bool,
-    history: VecDeque<String>,
+    history: History,
 }
 
 impl KeyModel {
@@ -465,7 +465,7 @@ impl KeyModel {
             maybe: Vec::new(),
             late: Vec::new(),
             unknown: false,
-            history: VecDeque::new(),
+            history: History::default(),
         }
     }
 
@@ -490,14 +490,28 @@ impl KeyModel {
     }
 
     fn note(&mut self, t: f64, entry: String) {
-        if self.history.len() == HISTORY {
-            self.history.pop_front();
-        }
-        self.history.push_back(format!("t={t:.3} {entry}"));
+        self.history.note(t, entry);
     }
 
     fn history(&self) -> String {
-        self.history.iter().cloned().collect::<Vec<_>>().join("; ")
+        self.history.text()
+    }
+}
+
+/// The last HISTORY operations on a key, for violation reports.
+#[derive(Default)]
+struct History(VecDeque<String>);
+
+impl History {
+    fn note(&mut self, t: f64, entry: String) {
+        if self.0.len() == HISTORY {
+            self.0.pop_front();
+        }
+        self.0.push_back(format!("t={t:.3} {entry}"));
+    }
+
+    fn text(&self) -> String {
+        self.0.iter().cloned().collect::<Vec<_>>().join("; ")
     }
 }
 
@@ -507,19 +521,16 @@ struct CounterModel {
     acked: u64,
     unacked: u64,
     late: u64,
-    history: VecDeque<String>,
+    history: History,
 }
 
 impl CounterModel {
     fn note(&mut self, t: f64, entry: String) {
-        if self.history.len() == HISTORY {
-            self.history.pop_front();
-        }
-        self.history.push_back(format!("t={t:.3} {entry}"));
+        self.history.note(t, entry);
     }
 
     fn history(&self) -> String {
-        self.history.iter().cloned().collect::<Vec<_>>().join("; ")
+        self.history.text()
     }
 }
 
@@ -559,7 +570,7 @@ impl Client {
                 acked: 0,
                 unacked: 0,
                 late: 0,
-                history: VecDeque::new(),
+                history: History::default(),
             },
             seq: 0,
             tally,
