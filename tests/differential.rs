@@ -1046,52 +1046,22 @@ fn random_keys(rng: &mut XorShift) -> Vec<usize> {
 fn random_op(rng: &mut XorShift) -> Op {
     let key = rng.below(KEYS as u64) as usize;
     let noreply = rng.chance(15);
+    // The storage verbs differ only in the verb and, for cas, the unique.
+    let store = |rng: &mut XorShift, verb: &'static str, cas: Option<CasChoice>| Op::Store {
+        verb,
+        key,
+        flags: random_flags(rng),
+        exptime: random_exptime(rng),
+        value: random_value(rng),
+        cas,
+        noreply,
+    };
     match rng.below(100) {
-        0..=17 => Op::Store {
-            verb: "set",
-            key,
-            flags: random_flags(rng),
-            exptime: random_exptime(rng),
-            value: random_value(rng),
-            cas: None,
-            noreply,
-        },
-        18..=23 => Op::Store {
-            verb: "add",
-            key,
-            flags: random_flags(rng),
-            exptime: random_exptime(rng),
-            value: random_value(rng),
-            cas: None,
-            noreply,
-        },
-        24..=29 => Op::Store {
-            verb: "replace",
-            key,
-            flags: random_flags(rng),
-            exptime: random_exptime(rng),
-            value: random_value(rng),
-            cas: None,
-            noreply,
-        },
-        30..=34 => Op::Store {
-            verb: "append",
-            key,
-            flags: random_flags(rng),
-            exptime: random_exptime(rng),
-            value: random_value(rng),
-            cas: None,
-            noreply,
-        },
-        35..=39 => Op::Store {
-            verb: "prepend",
-            key,
-            flags: random_flags(rng),
-            exptime: random_exptime(rng),
-            value: random_value(rng),
-            cas: None,
-            noreply,
-        },
+        0..=17 => store(rng, "set", None),
+        18..=23 => store(rng, "add", None),
+        24..=29 => store(rng, "replace", None),
+        30..=34 => store(rng, "append", None),
+        35..=39 => store(rng, "prepend", None),
         40..=47 => {
             let cas = if rng.chance(75) {
                 CasChoice::Known
@@ -1100,15 +1070,7 @@ fn random_op(rng: &mut XorShift) -> Op {
             } else {
                 CasChoice::Wrong((1 << 62) + rng.below(1 << 20))
             };
-            Op::Store {
-                verb: "cas",
-                key,
-                flags: random_flags(rng),
-                exptime: random_exptime(rng),
-                value: random_value(rng),
-                cas: Some(cas),
-                noreply,
-            }
+            store(rng, "cas", Some(cas))
         }
         48..=59 => Op::Get {
             verb: "get",
