@@ -778,3 +778,60 @@ fn a_second_instance_on_a_busy_port_is_refused() {
     );
     assert_serves(&first, "still_first");
 }
+
+/// `-p -1` picks a free port and `MEMCACHED_PORT_FILENAME` tells it, in
+/// memcached's format (`TCP INET: <port>`), so that tooling can find it; the
+/// same check runs against memcached to pin the format.
+#[test]
+fn an_ephemeral_port_is_written_to_the_port_file() {
+    for program in [SHMCACHED, "/usr/bin/memcached"] {
+        let port_file = std::env::temp_dir().join(format!(
+            "shmcached-test-portfile-{}-{}",
+            std::process::id(),
+            program.len()
+        ));
+        let _ = fs::remove_file(&port_file);
+        let mut child = Command::new(program)
+            .args([
+                "-p",
+                "-1",
+                "-U",
+                "0",
+                "-l",
+                "127.0.0.1",
+                "-u",
+                "root",
+                "-t",
+                "1",
+            ])
+            .env("MEMCACHED_PORT_FILENAME", &port_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let text = wait_for(Duration::from_secs(5), || {
+            fs::read_to_string(&port_file)
+                .ok()
+                .filter(|t| t.ends_with('\n'))
+        });
+        let port: Option<u16> = text.as_deref().and_then(|t| {
+            t.strip_prefix("TCP INET: ")
+                .and_then(|p| p.trim_end().parse().ok())
+        });
+        // The port it names serves.
+        let answer = port.map(|p| Conn::connect(p).roundtrip(b""));
+        let _ = signal(child.id(), SIGTERM);
+        let _ = child.wait();
+        let _ = fs::remove_file(&port_file);
+        let text = text.unwrap_or_else(|| panic!("{program} wrote no port file"));
+        let port = port.unwrap_or_else(|| panic!("{program}'s port file: {text:?}"));
+        assert_eq!(text, format!("TCP INET: {port}\n"), "{program}");
+        assert_ne!(port, 0);
+        assert_eq!(
+            answer,
+            Some(Vec::new()),
+            "{program} on port {port}: a version round trip"
+        );
+    }
+}

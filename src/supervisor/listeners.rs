@@ -12,6 +12,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
+use std::path::Path;
 
 use socket2::{Domain, Socket, Type};
 
@@ -106,6 +107,28 @@ fn pick_slot(v6: bool, workers: u32) -> Vec<libc::sock_filter> {
         op(libc::BPF_RET | libc::BPF_A, 0),
     ]);
     program
+}
+
+/// memcached's `MEMCACHED_PORT_FILENAME`: a line per listening address,
+/// `TCP INET: <port>` or `TCP INET6: <port>`, so that tooling can learn the
+/// port that `-p -1` picked. Written aside and renamed, so a reader never
+/// sees half a file.
+pub fn write_port_file(path: &Path, slot: &[TcpListener]) -> Result<(), String> {
+    let mut text = String::new();
+    for l in slot {
+        let addr = l.local_addr().map_err(|e| e.to_string())?;
+        let family = if addr.is_ipv6() { "INET6" } else { "INET" };
+        text.push_str(&format!("TCP {family}: {}\n", addr.port()));
+    }
+    let aside = path.with_extension("lck");
+    std::fs::write(&aside, text)
+        .and_then(|_| std::fs::rename(&aside, path))
+        .map_err(|e| {
+            format!(
+                "cannot write MEMCACHED_PORT_FILENAME {}: {e}",
+                path.display()
+            )
+        })
 }
 
 /// SO_REUSEPORT would let us join another process's sockets on the port (of

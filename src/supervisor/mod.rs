@@ -204,6 +204,9 @@ impl Supervisor {
         // From now on the slots are fixed, whatever a reload says of `workers`.
         settings.max_workers = Some(slots);
         let listeners = listeners::bind(&settings, slots)?;
+        if let Some(path) = std::env::var_os("MEMCACHED_PORT_FILENAME") {
+            listeners::write_port_file(std::path::Path::new(&path), &listeners[0])?;
+        }
         if slots > settings.workers {
             listeners::steer(&listeners, settings.workers).map_err(|e| {
                 format!("cannot keep the slots over -t dormant (max_workers needs SO_ATTACH_REUSEPORT_CBPF): {e}")
