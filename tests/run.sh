@@ -10,12 +10,14 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # What the tests run besides the daemon, by command and Debian package:
 # memcached (differential tests), libmemcached's tools (client tests),
 # systemd-analyze and systemd-sysusers (tests/package.rs checks the unit),
-# strace (checks the unit's system call filter). dpkg-deb is on every Debian.
+# strace (checks the unit's system call filter), nutcracker (twemproxy, for the
+# scale-out tests). dpkg-deb is on every Debian.
 missing=()
 command -v memcached >/dev/null 2>&1 || missing+=(memcached)
 command -v memcstat >/dev/null 2>&1 || missing+=(libmemcached-tools)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v strace >/dev/null 2>&1 || missing+=(strace)
+command -v nutcracker >/dev/null 2>&1 || missing+=(nutcracker)
 if [ ${#missing[@]} -gt 0 ]; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
