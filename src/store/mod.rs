@@ -503,7 +503,9 @@ impl Store {
 
     /// Items held and their bytes, over all classes.
     pub fn items_and_bytes(&self) -> (u64, u64) {
-        self.class_counts()
+        self.classes.iter().fold((0, 0), |(n, b), c| {
+            (n + c.curr_items.load(Relaxed), b + c.bytes.load(Relaxed))
+        })
     }
 
     // ---- internals ----

@@ -415,13 +415,6 @@ impl Store {
         }
     }
 
-    /// All items currently held by class `c` (for stats).
-    pub fn class_counts(&self) -> (u64, u64) {
-        self.classes.iter().fold((0, 0), |(n, b), c| {
-            (n + c.curr_items.load(Relaxed), b + c.bytes.load(Relaxed))
-        })
-    }
-
     pub(super) fn page_class(&self, page: u32) -> &std::sync::atomic::AtomicU8 {
         &self.page_table[page as usize]
     }

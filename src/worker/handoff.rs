@@ -186,7 +186,7 @@ impl super::Worker {
     /// pass it on; one that is replaced leaves both to its successor.
     pub(super) fn begin_drain(&mut self) {
         match self.heir() {
-            Some(heir) if heir != self.slot => {
+            Some(heir) if heir != self.ctx.slot => {
                 for i in 0..self.listeners.len() {
                     self.accept(i);
                 }

@@ -77,7 +77,6 @@ impl WorkerContext {
 
 pub struct Worker {
     ctx: WorkerContext,
-    slot: usize,
     listeners: Vec<TcpListener>,
     poll: Poll,
     conns: Vec<Option<Conn>>,
@@ -151,7 +150,6 @@ impl Worker {
                 port,
                 current_conn: Cell::new(None),
             },
-            slot,
             listeners: mio_listeners,
             poll,
             conns: Vec::new(),
@@ -307,7 +305,7 @@ impl Worker {
         if let Some(e) = self.free_entries.pop() {
             let local = conn.stream.local_addr().unwrap_or(peer);
             let fd = conn.stream.as_raw_fd() as u32;
-            self.ctx.store.conn_table(self.slot)[e].publish(
+            self.ctx.store.conn_table(self.ctx.slot)[e].publish(
                 fd,
                 peer,
                 local,
@@ -329,7 +327,7 @@ impl Worker {
         if let Some(e) = conn.entry {
             let now = crate::store::unix_now();
             let last = now.saturating_sub(conn.last_active.elapsed().as_secs() as u32);
-            self.ctx.store.conn_table(self.slot)[e].update(conn.state(), last);
+            self.ctx.store.conn_table(self.ctx.slot)[e].update(conn.state(), last);
         }
         match served {
             Served::Wait => {}
@@ -348,7 +346,7 @@ impl Worker {
             self.ctx.store.counters().decr(Counter::curr_connections);
             self.free_tokens.push(idx);
             if let Some(e) = c.entry {
-                self.ctx.store.conn_table(self.slot)[e].clear();
+                self.ctx.store.conn_table(self.ctx.slot)[e].clear();
                 self.free_entries.push(e);
             }
         }
