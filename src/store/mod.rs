@@ -59,6 +59,15 @@ pub enum StoreResult {
     NoMemory,
 }
 
+/// Outcome of a delete that may compare a cas-unique.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteResult {
+    Deleted,
+    NotFound,
+    /// The item is there with another cas-unique.
+    Exists,
+}
+
 /// Outcome of incr/decr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArithResult {
@@ -317,6 +326,21 @@ impl Store {
         data: &[u8],
         cas_unique: u64,
     ) -> StoreResult {
+        self.store_cas(mode, key, flags, exptime, data, cas_unique)
+            .0
+    }
+
+    /// [`Store::store`], also giving the stored item's cas-unique (0 when
+    /// nothing was stored): the binary and meta protocols return it.
+    pub fn store_cas(
+        &self,
+        mode: StoreMode,
+        key: &[u8],
+        flags: u32,
+        exptime: i64,
+        data: &[u8],
+        cas_unique: u64,
+    ) -> (StoreResult, u64) {
         let now = unix_now();
         if let Some(class) = self.class_for(item_size(key.len(), data.len())) {
             self.count_class(class, ClassCounter::cmd_set);
@@ -328,15 +352,15 @@ impl Store {
         match (mode, old) {
             (StoreMode::Add, Some(_)) => {
                 self.bump_if_due(found.unwrap().1, now);
-                return StoreResult::NotStored;
+                return (StoreResult::NotStored, 0);
             }
             (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => {
-                return StoreResult::NotStored;
+                return (StoreResult::NotStored, 0);
             }
-            (StoreMode::Cas, None) => return StoreResult::NotFound,
+            (StoreMode::Cas, None) => return (StoreResult::NotFound, 0),
             (StoreMode::Cas, Some(it)) if it.cas.load(Relaxed) != cas_unique => {
                 self.count_class(it.class.load(Relaxed) as usize, ClassCounter::cas_badval);
-                return StoreResult::Exists;
+                return (StoreResult::Exists, 0);
             }
             (StoreMode::Cas, Some(it)) => {
                 self.count_class(it.class.load(Relaxed) as usize, ClassCounter::cas_hits);
@@ -365,11 +389,12 @@ impl Store {
                         self.unlink_and_free(link, id);
                     }
                 }
-                return match (concat, e) {
+                let result = match (concat, e) {
                     (true, _) => StoreResult::NotStored,
                     (false, StoreResult::TooLarge) => StoreResult::TooLarge,
                     _ => StoreResult::NoMemory,
                 };
+                return (result, 0);
             }
         };
         let (first, second) = if mode == StoreMode::Prepend {
@@ -378,13 +403,39 @@ impl Store {
             (old_value, data)
         };
         self.fill_item(new, key, flags, exptime, &[first, second]);
+        let cas = self.item(new).cas.load(Relaxed);
         self.publish(hash, new, found, true);
-        StoreResult::Stored
+        (StoreResult::Stored, cas)
     }
 
     /// delete: true if the key was there.
     pub fn delete(&self, key: &[u8]) -> bool {
         self.unlink_key(key, true)
+    }
+
+    /// delete only if the item's cas-unique is `cas` (0 = any), as the binary
+    /// protocol's delete with a cas and meta's `md ... C<cas>`.
+    pub fn delete_cas(&self, key: &[u8], cas: u64) -> DeleteResult {
+        if cas == 0 {
+            return if self.delete(key) {
+                DeleteResult::Deleted
+            } else {
+                DeleteResult::NotFound
+            };
+        }
+        let now = unix_now();
+        let hash = hash_key(key);
+        let _s = self.stripe_for(hash).lock().repaired_trivially();
+        match self.lookup(hash, key, now) {
+            Some((_, id)) if self.item(id).cas.load(Relaxed) != cas => DeleteResult::Exists,
+            Some((link, id)) => {
+                let class = self.item(id).class.load(Relaxed) as usize;
+                self.count_class(class, ClassCounter::delete_hits);
+                self.unlink_and_free(link, id);
+                DeleteResult::Deleted
+            }
+            None => DeleteResult::NotFound,
+        }
     }
 
     /// Drop `key`'s item, if any, without counting a delete (memcached does
@@ -431,15 +482,21 @@ impl Store {
     /// incr/decr as memcached: unsigned 64-bit, incr wraps, decr stops at 0; a
     /// result no longer than the old value is space-padded to its length.
     pub fn arith(&self, key: &[u8], incr: bool, delta: u64) -> ArithResult {
+        self.arith_cas(key, incr, delta).0
+    }
+
+    /// [`Store::arith`], also giving the new item's cas-unique (0 unless a
+    /// value was stored).
+    pub fn arith_cas(&self, key: &[u8], incr: bool, delta: u64) -> (ArithResult, u64) {
         let now = unix_now();
         let hash = hash_key(key);
         let _s = self.stripe_for(hash).lock().repaired_trivially();
         let Some((link, id)) = self.lookup(hash, key, now) else {
-            return ArithResult::NotFound;
+            return (ArithResult::NotFound, 0);
         };
         let old = self.value(id);
         let Some(value) = parse_counter(old) else {
-            return ArithResult::NonNumeric;
+            return (ArithResult::NonNumeric, 0);
         };
         let value = if incr {
             value.wrapping_add(delta)
@@ -472,13 +529,14 @@ impl Store {
         );
         let new = match self.alloc_item(key, hash, bytes.len(), now) {
             Ok(new) => new,
-            Err(_) => return ArithResult::NoMemory,
+            Err(_) => return (ArithResult::NoMemory, 0),
         };
         self.fill_item(new, key, flags, exptime, &[bytes]);
         // memcached rewrites a number that still fits in place: no new item
         // for total_items.
+        let cas = self.item(new).cas.load(Relaxed);
         self.publish(hash, new, Some((link, id)), n > old.len());
-        ArithResult::Value(value)
+        (ArithResult::Value(value), cas)
     }
 
     /// flush_all [delay], exactly as memcached computes its marks.
