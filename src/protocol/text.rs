@@ -39,7 +39,7 @@ const ITEM_CAS_SIZE: usize = 8;
 
 /// Parse the text-protocol request at the start of `buf`.
 pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
-    let line_end = match buf.iter().position(|&b| b == b'\n') {
+    let line_end = match memchr::memchr(b'\n', buf) {
         Some(at) if at < READ_BUFFER_SIZE || is_multiget(buf) => at,
         None if buf.len() <= LINE_MAX || is_multiget(buf) => return Parsed::Incomplete,
         // No newline in a line this long: junk, and memcached hangs up without a word.
@@ -51,7 +51,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
     if line.len() > 1 && line.ends_with(b"\r") {
         line = &line[..line.len() - 1];
     }
-    if let Some(nul) = line.iter().position(|&b| b == 0) {
+    if let Some(nul) = memchr::memchr(0, line) {
         line = &line[..nul];
     }
     let request = Request {
