@@ -1024,11 +1024,19 @@ fn random_exptime(rng: &mut XorShift) -> i64 {
     }
 }
 
+/// Numbers stay far below 2^63 here, and arith deltas too: for a value of
+/// 2^63 or more, memcached's safe_strtoull looks for a '-' with strchr past
+/// the value's end, into whatever the chunk held before, so its answer
+/// depends on stale memory (seen: "non-numeric" for 18446744073709551615 in
+/// one run, a number in the next). The table cases cover those values on
+/// fresh items.
 fn random_value(rng: &mut XorShift) -> Vec<u8> {
     match rng.below(10) {
         0..=2 => rng.below(1000).to_string().into_bytes(),
-        3 => rng.next_u64().to_string().into_bytes(),
-        4 => (u64::MAX - rng.below(3)).to_string().into_bytes(),
+        3 => rng.below(1 << 32).to_string().into_bytes(),
+        4 => (u64::from(u32::MAX) - rng.below(3))
+            .to_string()
+            .into_bytes(),
         _ => {
             const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789 ABC\r\n\t\x00\xff";
             let len = rng.below(300) as usize;
@@ -1083,8 +1091,8 @@ fn random_op(rng: &mut XorShift) -> Op {
         70..=74 => Op::Delete { key, noreply },
         75..=82 => {
             let delta = match rng.below(10) {
-                0 => u64::MAX.to_string(),
-                1 => rng.next_u64().to_string(),
+                0 => u32::MAX.to_string(),
+                1 => rng.below(1 << 32).to_string(),
                 2 => "abc".to_string(),
                 _ => rng.below(100).to_string(),
             };
