@@ -223,6 +223,8 @@ impl Worker {
                 last_sweep = Instant::now();
                 self.tick();
                 self.sweep_timers();
+                let workers = self.ctx.store.header().live.workers.load(Relaxed) as usize;
+                self.ctx.store.sweep_tick(self.ctx.slot, workers);
             }
         }
         let left = self.open_conns();
@@ -443,7 +445,9 @@ fn serve_conn(ctx: &WorkerContext, conn: &mut Conn, log: &Logger) -> Served {
                 After::Continue => {}
             }
         }
-        if conn.output_pending() > before || conn.closing {
+        // Replies to write, or the budget ran out with requests left (noreply
+        // ones write nothing): go round, which writes and then yields.
+        if conn.output_pending() > before || conn.closing || budget == 0 {
             continue;
         }
         // 3. Nothing runnable: read more, or finish.
@@ -485,7 +489,6 @@ fn run_requests(
     budget: &mut usize,
 ) -> Option<After> {
     while conn.output_pending() < OUTPUT_HIGH && conn.swallow == 0 && *budget > 0 {
-        *budget -= 1;
         let pending = conn.input.pending();
         if pending.is_empty() {
             conn.seed_wait_since = None;
@@ -493,12 +496,19 @@ fn run_requests(
         }
         if !conn.authenticated {
             match authenticate(ctx, conn) {
-                Some(After::Continue) => continue,
+                Some(After::Continue) => {
+                    *budget -= 1;
+                    continue;
+                }
                 after => return after,
             }
         }
         let pending = conn.input.pending();
-        match protocol::parse(pending, &ctx.limits) {
+        let parsed = protocol::parse(pending, &ctx.limits);
+        if !matches!(parsed, Parsed::Incomplete) {
+            *budget -= 1;
+        }
+        match parsed {
             Parsed::Incomplete => {
                 if seed::is_seed_request(pending) {
                     conn.seed_wait_since.get_or_insert_with(Instant::now);
