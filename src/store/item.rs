@@ -20,6 +20,9 @@ pub const LINKED: u32 = 1;
 pub const INFLIGHT: u32 = 2;
 /// Bit in `word`: the item was read at least once since it was stored.
 pub const FETCHED: u32 = 1 << 8;
+/// Bit in `word`: read since it last moved in the LRU; eviction moves such an
+/// item back to the head once instead of evicting it (memcached's ITEM_ACTIVE).
+pub const ACTIVE: u32 = 1 << 12;
 
 #[repr(C)]
 pub struct Item {

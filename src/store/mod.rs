@@ -17,12 +17,13 @@ pub mod prefix;
 pub mod segment;
 pub mod slab;
 pub mod stats;
+mod sweep;
 
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering::Relaxed, Ordering::Release};
 
 use crate::protocol::StoreMode;
 use conns::{CONNS_PER_WORKER, ConnEntry};
-use item::{FETCHED, ITEM_HEADER, Item, LINKED, item_size};
+use item::{ACTIVE, FETCHED, ITEM_HEADER, Item, LINKED, item_size};
 use lock::RobustMutex;
 use prefix::{PREFIX_ENTRIES, PrefixEntry};
 use segment::{Header, Layout, LayoutParams, Segment, WorkerSlot};
@@ -306,7 +307,7 @@ impl Store {
             ClassCounter::get_hits
         };
         self.count_class(it.class.load(Relaxed) as usize, hit);
-        it.word.fetch_or(FETCHED, Relaxed);
+        it.word.fetch_or(FETCHED | ACTIVE, Relaxed);
         visit(Hit {
             flags: it.flags.load(Relaxed),
             cas: it.cas.load(Relaxed),

@@ -8,13 +8,18 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
-use super::item::{FREE, INFLIGHT, LINKED};
+use super::item::{ACTIVE, FREE, INFLIGHT, LINKED};
 use super::lock::{Acquired, LockGuard, RobustMutex};
 use super::stats::{ClassCounter, Counter};
 use super::{NONE, Store};
 
 /// Most tail items looked at for one allocation (memcached: 5).
 const TAIL_SEARCH: usize = 5;
+/// Most items read since their last move that one allocation sends back to
+/// the head of the LRU (a second chance) before evicting anything. Each move
+/// clears the item's ACTIVE bit, so the work is bounded by the items read;
+/// this caps one allocation's share of it.
+const SECOND_CHANCES: usize = 10_000;
 
 /// One slab class. Mutable fields are changed only under `lock`.
 #[repr(C, align(64))]
@@ -207,17 +212,32 @@ impl Store {
         let class = self.class(c);
         let (oldest_live, oldest_cas) = self.flush_marks();
         let mut id = class.lru_tail.load(Relaxed);
-        for _ in 0..TAIL_SEARCH {
+        let mut chances = SECOND_CHANCES;
+        let mut looked = 0;
+        while looked < TAIL_SEARCH {
             if id == 0 {
                 break;
             }
             let it = self.item(id);
             let prev = it.lru_prev.load(Relaxed);
             if it.state() != LINKED {
+                looked += 1;
                 id = prev;
                 continue;
             }
             let dead = it.is_dead(now, oldest_live, oldest_cas);
+            // Read since it last moved: memcached's segmented LRU would have
+            // moved it to WARM; we give it a second chance at the head.
+            if !dead && self.evictions && chances > 0 && it.word.load(Relaxed) & ACTIVE != 0 {
+                chances -= 1;
+                it.word.fetch_and(!ACTIVE, Relaxed);
+                self.lru_unlink(c, id);
+                self.lru_push_head(c, id);
+                it.time.store(now, Relaxed);
+                id = prev;
+                continue;
+            }
+            looked += 1;
             if !dead && !self.evictions {
                 id = prev;
                 continue;

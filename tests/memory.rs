@@ -1,0 +1,261 @@
+//! Memory, against the real daemon: the background sweep, the LRU's second
+//! chance, accounting after churn, and `-m` as a hard bound.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{Conn, Server};
+
+type Stats = BTreeMap<String, String>;
+
+fn stats(c: &mut Conn, group: &str) -> Stats {
+    let req = if group.is_empty() {
+        "stats\r\n".to_string()
+    } else {
+        format!("stats {group}\r\n")
+    };
+    String::from_utf8_lossy(&c.roundtrip(req.as_bytes()))
+        .lines()
+        .filter_map(|l| {
+            let (name, value) = l.strip_prefix("STAT ")?.split_once(' ')?;
+            Some((name.to_string(), value.to_string()))
+        })
+        .collect()
+}
+
+fn num(s: &Stats, name: &str) -> u64 {
+    s.get(name)
+        .unwrap_or_else(|| panic!("no STAT {name} in {s:?}"))
+        .parse()
+        .unwrap()
+}
+
+/// Send `n` storage commands built by `line(i)` with `size`-byte values, in
+/// pipelined batches, each with `noreply`.
+fn store_many(c: &mut Conn, n: usize, size: usize, line: impl Fn(usize) -> String) {
+    let value = vec![b'v'; size];
+    for start in (0..n).step_by(500) {
+        let mut req = Vec::new();
+        for i in start..(start + 500).min(n) {
+            req.extend_from_slice(line(i).as_bytes());
+            req.extend_from_slice(&value);
+            req.extend_from_slice(b"\r\n");
+        }
+        // The sentinel `version` waits for the whole batch to be handled.
+        let reply = c.roundtrip(&req);
+        assert!(
+            !reply.starts_with(b"SERVER_ERROR") && !reply.starts_with(b"CLIENT_ERROR"),
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+}
+
+fn present(c: &mut Conn, key: &str) -> bool {
+    c.roundtrip(format!("get {key}\r\n").as_bytes())
+        .starts_with(b"VALUE ")
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn expired_items_are_swept_without_being_read() {
+    let server = Server::shmcached(&["-m", "8", "-t", "2"]);
+    let mut c = server.connect();
+    store_many(&mut c, 2000, 100, |i| {
+        format!("set short{i} 0 2 100 noreply\r\n")
+    });
+    store_many(&mut c, 300, 100, |i| {
+        format!("set keep{i} 0 0 100 noreply\r\n")
+    });
+    assert_eq!(num(&stats(&mut c, ""), "curr_items"), 2300);
+    // Nothing reads the short-lived keys: only the sweep can free them.
+    wait_for(
+        "the sweep to free 2,000 expired items",
+        Duration::from_secs(30),
+        || num(&stats(&mut c, ""), "curr_items") == 300,
+    );
+    let s = stats(&mut c, "");
+    assert_eq!(num(&s, "reclaimed"), 2000, "{s:?}");
+    assert_eq!(num(&s, "expired_unfetched"), 2000, "{s:?}");
+    assert_eq!(num(&s, "get_expired"), 0);
+    // Only the kept items count: each is our 48-byte header, key and value.
+    let kept: u64 = (0..300)
+        .map(|i| 48 + format!("keep{i}").len() as u64 + 100)
+        .sum();
+    assert_eq!(num(&s, "bytes"), kept, "{s:?}");
+    for i in 0..300 {
+        assert!(present(&mut c, &format!("keep{i}")), "keep{i} was swept");
+    }
+    // The class's counters agree with the general ones.
+    let items = stats(&mut c, "items");
+    let reclaimed: u64 = items
+        .iter()
+        .filter(|(k, _)| k.ends_with(":reclaimed"))
+        .map(|(_, v)| v.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(reclaimed, 2000, "{items:?}");
+}
+
+#[test]
+fn flushed_items_are_swept_too() {
+    let server = Server::shmcached(&["-m", "8", "-t", "1"]);
+    let mut c = server.connect();
+    store_many(&mut c, 1000, 50, |i| format!("set f{i} 0 0 50 noreply\r\n"));
+    assert_eq!(c.roundtrip(b"flush_all\r\n"), b"OK\r\n");
+    wait_for(
+        "the sweep to free flushed items",
+        Duration::from_secs(30),
+        || num(&stats(&mut c, ""), "curr_items") == 0,
+    );
+    let s = stats(&mut c, "");
+    assert_eq!(num(&s, "reclaimed"), 1000);
+    // memcached counts an unread item as expired_unfetched only when it
+    // expired, not when a flush killed it.
+    assert_eq!(num(&s, "expired_unfetched"), 0);
+    assert_eq!(num(&s, "bytes"), 0);
+}
+
+#[test]
+fn items_read_recently_survive_a_fill_that_evicts() {
+    // 8 MiB hold ~45,000 items of this size; the fill writes 150,000.
+    let server = Server::shmcached(&["-m", "8", "-t", "1"]);
+    let mut c = server.connect();
+    store_many(&mut c, 1000, 100, |i| {
+        format!("set hot{i} 0 0 100 noreply\r\n")
+    });
+    store_many(&mut c, 1000, 100, |i| {
+        format!("set cold{i} 0 0 100 noreply\r\n")
+    });
+    let read_hot = |c: &mut Conn| {
+        for chunk in (0..1000).collect::<Vec<_>>().chunks(100) {
+            let keys: Vec<String> = chunk.iter().map(|i| format!("hot{i}")).collect();
+            let reply = c.roundtrip(format!("get {}\r\n", keys.join(" ")).as_bytes());
+            let hits = reply.windows(6).filter(|w| w == b"VALUE ").count();
+            assert_eq!(hits, 100, "hot keys lost before the next read");
+        }
+    };
+    for round in 0..15 {
+        read_hot(&mut c);
+        store_many(&mut c, 10_000, 100, |i| {
+            format!("set fill{round}_{i} 0 0 100 noreply\r\n")
+        });
+    }
+    read_hot(&mut c);
+    let s = stats(&mut c, "");
+    assert!(num(&s, "evictions") > 100_000, "{s:?}");
+    let cold_left = (0..1000)
+        .filter(|i| present(&mut c, &format!("cold{i}")))
+        .count();
+    assert_eq!(cold_left, 0, "unread items outlived the fill");
+}
+
+#[test]
+fn churn_leaves_memory_accounting_where_it_began() {
+    let server = Server::shmcached(&["-m", "8", "-t", "2"]);
+    let mut c = server.connect();
+    let before = stats(&mut c, "");
+    let capacity = |c: &mut Conn, tag: &str| -> u64 {
+        store_many(c, 60_000, 100, |i| {
+            format!("set {tag}{i} 0 0 100 noreply\r\n")
+        });
+        let s = stats(c, "");
+        assert!(num(&s, "evictions") > 0);
+        num(&s, "curr_items")
+    };
+    // A million cycles: set then delete, set then expire (exptime -1 is
+    // already dead), over 1,000 keys.
+    const CYCLES: usize = 1_000_000;
+    // The churn's items are the size of the capacity fill's (same key
+    // pattern, 100-byte values), so that the page they took is one the fill
+    // can use: pages stay with their class (no rebalancing, docs/memory.md).
+    let value = [b'c'; 100];
+    for start in (0..CYCLES).step_by(2000) {
+        let mut req = Vec::new();
+        for i in start..start + 2000 {
+            let key = i % 1000;
+            if i % 2 == 0 {
+                req.extend_from_slice(format!("set a{key} 0 0 100 noreply\r\n").as_bytes());
+                req.extend_from_slice(&value);
+                req.extend_from_slice(b"\r\ndelete ");
+                req.extend_from_slice(format!("a{key} noreply\r\n").as_bytes());
+            } else {
+                req.extend_from_slice(format!("set a{key} 0 -1 100 noreply\r\n").as_bytes());
+                req.extend_from_slice(&value);
+                req.extend_from_slice(b"\r\n");
+            }
+        }
+        assert_eq!(c.roundtrip(&req), b"");
+    }
+    wait_for(
+        "the expired churn to be swept",
+        Duration::from_secs(30),
+        || num(&stats(&mut c, ""), "curr_items") == 0,
+    );
+    let after = stats(&mut c, "");
+    assert_eq!(num(&after, "bytes"), num(&before, "bytes"));
+    assert_eq!(num(&after, "curr_items"), num(&before, "curr_items"));
+    assert_eq!(num(&after, "total_items"), CYCLES as u64);
+    // No chunk leaked: the memory holds as many items as a fresh server's.
+    let churned = capacity(&mut c, "a");
+    let fresh_server = Server::shmcached(&["-m", "8", "-t", "2"]);
+    let fresh = capacity(&mut fresh_server.connect(), "a");
+    assert!(
+        churned.abs_diff(fresh) * 100 <= fresh,
+        "after churn {churned} items fit, on a fresh server {fresh}"
+    );
+}
+
+#[test]
+fn memory_limit_is_a_hard_bound() {
+    const MB: u64 = 8;
+    let server = Server::shmcached(&["-m", "8", "-t", "2", "-I", "256k"]);
+    let mut c = server.connect();
+    let limit = MB << 20;
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for round in 0..40 {
+        let mut req = Vec::new();
+        for i in 0..200 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            // Log-uniform sizes from 1 byte to 128 KiB.
+            let size = (1u64 << (rng % 18)) + rng % 97;
+            req.extend_from_slice(format!("set m{round}_{i} 0 0 {size} noreply\r\n").as_bytes());
+            req.extend(std::iter::repeat_n(b'x', size as usize));
+            req.extend_from_slice(b"\r\n");
+        }
+        c.roundtrip(&req);
+        let s = stats(&mut c, "");
+        assert!(num(&s, "bytes") <= limit, "bytes over -m: {s:?}");
+        assert_eq!(num(&s, "limit_maxbytes"), limit);
+        let slabs = stats(&mut c, "slabs");
+        assert!(num(&slabs, "total_malloced") <= limit, "{slabs:?}");
+    }
+    // The segment: the arena is -m; the index and tables beside it are a
+    // few percent more (docs/memory.md).
+    let seg = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("shmcached-{}-", server.pid()))
+        })
+        .expect("the server's segment in /dev/shm");
+    use std::os::unix::fs::MetadataExt;
+    let meta = seg.metadata().unwrap();
+    let resident = meta.blocks() * 512;
+    assert!(
+        resident <= limit + limit / 10 + (1 << 20),
+        "segment holds {resident} bytes for -m {MB}"
+    );
+}
