@@ -8,6 +8,10 @@ use crate::store::{ArithResult, StoreResult};
 use super::WorkerContext;
 use super::stats;
 
+// Declared here rather than in worker/mod.rs, which this change leaves alone.
+#[path = "meta.rs"]
+mod meta;
+
 /// What the connection does after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum After {
@@ -190,6 +194,7 @@ pub fn execute(ctx: &WorkerContext, cmd: &Command<'_>, out: &mut Vec<u8>) -> Aft
             return After::Close;
         }
         Command::Quit => return After::Close,
+        Command::Meta(ref m) => meta::execute(ctx, m, out),
         Command::SeedSet { name, data } => {
             counters.incr(Counter::cmd_set);
             if ctx.detail_enabled() {
