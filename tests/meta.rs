@@ -360,6 +360,26 @@ fn cases() -> Vec<Case> {
             ],
         ),
         case(
+            "an opaque too long is found after the look-up",
+            &[
+                "ms g14 1\r\nx\r\n",
+                leaked(format!("mg g14 v {opaque33}\r\n")),
+                "mg g14 h\r\n",
+                "ms g14 1\r\nx\r\n",
+                leaked(format!("mg g14 h v {opaque33}\r\n")),
+                "mg g14 h\r\n",
+                leaked(format!("mg g14a N100 {opaque33}\r\n")),
+                "mg g14a h t v\r\n",
+                leaked(format!("mg g14b {opaque33} N100\r\n")),
+                "mg g14b h t v\r\n",
+                leaked(format!("ma g14c N100 {opaque33}\r\n")),
+                "mg g14c h t v\r\n",
+                "ms g14d 1\r\n5\r\n",
+                leaked(format!("ma g14d T100 {opaque33}\r\n")),
+                "mg g14d t v\r\n",
+            ],
+        ),
+        case(
             "key lengths",
             &[
                 leaked(format!("mg {long_key} v\r\n")),
@@ -950,4 +970,51 @@ fn harness_notices_a_difference() {
     let first = normalise(b"HD c7\r\nHD c7\r\n", &mut c);
     let second = normalise(b"HD c7\r\nHD c8\r\n", &mut Seen::default());
     assert!(!agree(&first, &second), "a repeated cas is not a new one");
+}
+
+// ---------------------------------------------------------------------------
+// Known differences (docs/compatibility.md)
+// ---------------------------------------------------------------------------
+
+/// Where shmcached knowingly answers otherwise: memcached's reply and ours
+/// are both pinned, so that a change on either side is noticed.
+#[test]
+fn known_differences_are_what_the_docs_say() {
+    if Kind::target() == Kind::Memcached {
+        return;
+    }
+    let pair = Pair::start();
+    let mut too_large = b"ms AAEE 1 b\r\nx\r\nms AAEE 1048576 b\r\n".to_vec();
+    too_large.extend(std::iter::repeat_n(b'v', 1048576));
+    too_large.extend_from_slice(b"\r\nmg AAEE b v\r\n");
+    // (name, request, memcached's reply, ours)
+    type Difference<'a> = (&'a str, &'a [u8], &'a [u8], &'a [u8]);
+    let cases: &[Difference] = &[
+        (
+            // memcached's ma writes a new item when a reply still queued on
+            // the connection holds the old one: the fetched mark is lost.
+            "pipelined ma after mg",
+            b"ms kd1 2\r\n10\r\nmg kd1 v\r\nma kd1\r\nmg kd1 h v\r\n",
+            b"HD\r\nVA 2\r\n10\r\nHD\r\nVA 2 h0\r\n11\r\n",
+            b"HD\r\nVA 2\r\n10\r\nHD\r\nVA 2 h1\r\n11\r\n",
+        ),
+        (
+            // memcached drops the old value of a key refused as too large;
+            // for a base64 key we keep it.
+            "ms too large with a base64 key",
+            &too_large,
+            b"HD\r\nSERVER_ERROR object too large for cache\r\nEN\r\n",
+            b"HD\r\nSERVER_ERROR object too large for cache\r\nVA 1\r\nx\r\n",
+        ),
+    ];
+    for &(name, request, memcached, ours) in cases {
+        let got_memcached = pair.reference.connect().roundtrip(request);
+        let got_ours = pair.target.connect().roundtrip(request);
+        assert_eq!(
+            escape(&got_memcached),
+            escape(memcached),
+            "{name}: memcached"
+        );
+        assert_eq!(escape(&got_ours), escape(ours), "{name}: shmcached");
+    }
 }

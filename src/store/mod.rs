@@ -879,6 +879,8 @@ pub struct MetaItem<'a> {
     /// not fit in place: `T` then re-times that unlinked item, which `t`
     /// shows but the stored item never gets. Such a re-timing lands here.
     detached: Option<std::cell::Cell<u32>>,
+    /// The command failed after all: no fetched mark, no LRU bump.
+    abandoned: std::cell::Cell<bool>,
 }
 
 impl MetaItem<'_> {
@@ -953,6 +955,12 @@ impl MetaItem<'_> {
         self.it().word.fetch_or(TOKEN_SENT, Relaxed);
     }
 
+    /// The command failed after looking (memcached then leaves the item
+    /// unfetched and unbumped).
+    pub fn abandon(&self) {
+        self.abandoned.set(true);
+    }
+
     /// Count `c` in the item's slab class.
     pub fn count(&self, c: ClassCounter) {
         self.store
@@ -989,14 +997,16 @@ impl Store {
         let Some((id, created)) = found else {
             return visit(None);
         };
-        let result = visit(Some(&MetaItem {
+        let item = MetaItem {
             store: self,
             id,
             now,
             created,
             detached: None,
-        }));
-        if !no_update {
+            abandoned: Default::default(),
+        };
+        let result = visit(Some(&item));
+        if !no_update && !item.abandoned.get() {
             self.item(id).word.fetch_or(FETCHED, Relaxed);
             self.bump_if_due(id, now);
         }
@@ -1015,6 +1025,7 @@ impl Store {
                 now,
                 created: false,
                 detached: None,
+                abandoned: Default::default(),
             })),
             None => visit(None),
         }
@@ -1195,6 +1206,7 @@ impl Store {
                 now,
                 created: true,
                 detached: None,
+                abandoned: Default::default(),
             });
             return MetaArithResult::Created(initial);
         };
@@ -1220,6 +1232,7 @@ impl Store {
                     created: false,
                     detached: grew
                         .then(|| std::cell::Cell::new(self.item(new).exptime.load(Relaxed))),
+                    abandoned: Default::default(),
                 });
                 MetaArithResult::Value(value)
             }

@@ -111,7 +111,13 @@ fn get(ctx: &WorkerContext, m: &Meta<'_>, key: &[u8], out: &mut Vec<u8>) {
         .meta_get(key, f.vivify.is_some(), f.no_update, |found| {
             found.map(|it| {
                 let rendered = hit(m, it, out);
-                if rendered.is_ok() {
+                // Without N, T, R, l or h memcached marks and bumps the item
+                // as it finds it; with them, only after a reply is made.
+                let locked =
+                    tokens(m.tokens).any(|t| matches!(t[0], b'N' | b'T' | b'R' | b'l' | b'h'));
+                if rendered.is_err() && locked {
+                    it.abandon();
+                } else if rendered.is_ok() {
                     it.count(if f.ttl.is_some() {
                         ClassCounter::touch_hits
                     } else {
