@@ -795,7 +795,7 @@ fn meta_commands_count_as_memcached_counts_them() {
 const KEYS: &[&str] = &["r0", "r1", "r2", "cnt", "AAEC"];
 /// Commands shown when the sequence parts.
 const HISTORY: usize = 25;
-const DEFAULT_STEPS: usize = 3000;
+const DEFAULT_STEPS: usize = 5000;
 
 fn random_ttl(rng: &mut XorShift) -> i64 {
     *rng.pick(&[0, 0, 100, 1000, 50, -1])
@@ -898,10 +898,69 @@ fn random_command(rng: &mut XorShift) -> Vec<u8> {
             ];
             format!("ma {key}{b}{}\r\n", some_flags(rng, &flags)).into_bytes()
         }
-        92..=95 => format!("me {key}{b}\r\n").into_bytes(),
-        96..=97 => b"mn\r\n".to_vec(),
+        92..=94 => format!("me {key}{b}\r\n").into_bytes(),
+        95 => b"mn\r\n".to_vec(),
+        96..=97 => malformed(rng, key),
         _ => format!("gets {key}\r\n").into_bytes(),
     }
+}
+
+/// A meta command built from pieces that are often wrong: unknown,
+/// repeated or badly numbered flags, bad base64, long opaques, too many
+/// tokens, bad lengths (an `ms` line is followed by a block that may or may
+/// not be swallowed).
+fn malformed(rng: &mut XorShift, key: &str) -> Vec<u8> {
+    const PIECES: &[&str] = &[
+        "v",
+        "v",
+        "q",
+        "k",
+        "b",
+        "x",
+        "T",
+        "Tx",
+        "T-1",
+        "N",
+        "Nx",
+        "R",
+        "C",
+        "Cx",
+        "C-1",
+        "F-1",
+        "Fx",
+        "M",
+        "MX",
+        "Mxx",
+        "ME",
+        "J",
+        "Jx",
+        "D",
+        "Dx",
+        "I",
+        "P",
+        "L",
+        "S9",
+        "\u{7f}",
+        "Oabcdefghijabcdefghijabcdefghijabc",
+        "O",
+        "1",
+    ];
+    let cmd = *rng.pick(&["mg", "ms", "md", "ma", "me", "mn", "mz"]);
+    let key = *rng.pick(&[key, "Zm9v!", "====", "A"]);
+    let mut line = format!("{cmd} {key}");
+    if cmd == "ms" {
+        line += *rng.pick(&[" 2", " 2", " x", " -1", ""]);
+    }
+    let most = if rng.chance(10) { 22 } else { 4 };
+    for _ in 0..rng.below(most) {
+        line.push(' ');
+        line += *rng.pick(PIECES);
+    }
+    line += "\r\n";
+    if cmd == "ms" {
+        line += "ab\r\n";
+    }
+    line.into_bytes()
 }
 
 #[test]
