@@ -34,10 +34,16 @@ struct Pair {
 
 impl Pair {
     fn start() -> Pair {
-        let memcached_args: Vec<&str> = SERVER_ARGS.iter().chain(MEMCACHED_ONLY).copied().collect();
+        Pair::start_with(&[])
+    }
+
+    /// Both servers get `args` too.
+    fn start_with(args: &[&str]) -> Pair {
+        let both: Vec<&str> = SERVER_ARGS.iter().chain(args).copied().collect();
+        let memcached_args: Vec<&str> = both.iter().chain(MEMCACHED_ONLY).copied().collect();
         let target_args = match Kind::target() {
             Kind::Memcached => &memcached_args[..],
-            Kind::Shmcached => SERVER_ARGS,
+            Kind::Shmcached => &both[..],
         };
         let (reference, target) = thread::scope(|s| {
             let reference = s.spawn(|| Server::memcached(&memcached_args));
@@ -662,7 +668,17 @@ fn run_case(port: u16, case: &Case) -> Vec<Normal> {
 
 #[test]
 fn table_of_meta_commands_matches_memcached() {
-    let pair = Pair::start();
+    table_matches(&[]);
+}
+
+/// `-C`: every cas is 0, `c` answers `c0`, `md I` leaves 0.
+#[test]
+fn table_of_meta_commands_matches_memcached_without_cas() {
+    table_matches(&["-C"]);
+}
+
+fn table_matches(args: &[&str]) {
+    let pair = Pair::start_with(args);
     let cases = cases();
     let mut failures = Vec::new();
     let mut steps = 0;
@@ -684,7 +700,7 @@ fn table_of_meta_commands_matches_memcached() {
             }
         }
     }
-    eprintln!("{} meta cases, {steps} steps", cases.len());
+    eprintln!("{} meta cases, {steps} steps, {args:?}", cases.len());
     assert!(
         failures.is_empty(),
         "{} steps differ from memcached:\n{}",
@@ -965,13 +981,25 @@ fn malformed(rng: &mut XorShift, key: &str) -> Vec<u8> {
 
 #[test]
 fn random_meta_sequence_matches_memcached() {
+    random_sequence(&[], 1);
+}
+
+/// `-C`, a shorter run.
+#[test]
+fn random_meta_sequence_matches_memcached_without_cas() {
+    random_sequence(&["-C"], 5);
+}
+
+/// `1 / shorter` of the steps, with `args` for both servers.
+fn random_sequence(args: &[&str], shorter: usize) {
     let seed = test_seed();
     let steps: usize = std::env::var("SHMCACHED_META_STEPS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(DEFAULT_STEPS);
-    eprintln!("seed {seed} (SHMCACHED_TEST_SEED={seed} replays it), {steps} steps");
-    let pair = Pair::start();
+        .unwrap_or(DEFAULT_STEPS)
+        / shorter;
+    eprintln!("seed {seed} (SHMCACHED_TEST_SEED={seed} replays it), {steps} steps, {args:?}");
+    let pair = Pair::start_with(args);
     let mut rng = XorShift::new(seed);
     let mut sides: Vec<(Conn, Seen)> = [&pair.reference, &pair.target]
         .iter()

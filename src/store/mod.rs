@@ -1047,6 +1047,9 @@ impl Store {
             key_binary,
         } = m;
         let now = unix_now();
+        // memcached reads the cas to compare back from the new item, which
+        // has no room for one with -C: it is then 0, "no cas given".
+        let cas = if self.cas_enabled { cas } else { 0 };
         if let Some(class) = self.class_for(item_size(key.len(), data.len())) {
             self.count_class(class, ClassCounter::cmd_set);
         }
@@ -1080,7 +1083,8 @@ impl Store {
                 let it = self.item(id);
                 let class = it.class.load(Relaxed) as usize;
                 let current = it.cas.load(Relaxed);
-                if current == cas {
+                // No cas (0) matches nothing, not even an item whose cas is 0.
+                if cas != 0 && current == cas {
                     self.count_class(class, ClassCounter::cas_hits);
                 } else if stale_ok && cas != 0 && cas < current {
                     self.count_class(class, ClassCounter::cas_hits);
