@@ -1113,3 +1113,49 @@ fn known_differences_are_what_the_docs_say() {
         assert_eq!(escape(&got_ours), escape(ours), "{name}: shmcached");
     }
 }
+
+// ---------------------------------------------------------------------------
+// The stampede guarantee across workers
+// ---------------------------------------------------------------------------
+
+/// Many clients, spread over the workers, ask `mg <key> N30` for the same
+/// missing key at once: exactly one of them wins (`W`), the others see `Z`.
+/// Then the key is marked stale and all ask again: again exactly one `W`.
+#[test]
+fn exactly_one_client_wins_the_recache() {
+    const CLIENTS: usize = 16;
+    const ROUNDS: usize = 20;
+    let server = Server::target(&["-t", "4"]);
+    let port = server.port();
+    let mut conns: Vec<Conn> = (0..CLIENTS).map(|_| Conn::connect(port)).collect();
+    for round in 0..ROUNDS {
+        let key = format!("stampede{round}");
+        for phase in ["miss", "stale"] {
+            if phase == "stale" {
+                let reply = conns[0].roundtrip(format!("md {key} I\r\n").as_bytes());
+                assert_eq!(reply, b"HD\r\n", "round {round}");
+            }
+            let replies: Vec<Vec<u8>> = thread::scope(|s| {
+                let handles: Vec<_> = conns
+                    .iter_mut()
+                    .map(|c| {
+                        let request = format!("mg {key} N30 c\r\n");
+                        s.spawn(move || c.roundtrip(request.as_bytes()))
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let wins = replies.iter().filter(|r| r.ends_with(b" W\r\n")).count();
+            let others = replies
+                .iter()
+                .filter(|r| r.ends_with(b" Z\r\n") || r.ends_with(b" Z X\r\n"))
+                .count();
+            assert_eq!(
+                (wins, others),
+                (1, CLIENTS - 1),
+                "round {round} ({phase}): {:?}",
+                replies.iter().map(|r| escape(r)).collect::<Vec<_>>()
+            );
+        }
+    }
+}

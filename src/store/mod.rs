@@ -969,9 +969,10 @@ impl MetaItem<'_> {
 }
 
 impl Store {
-    /// `mg`: look `key` up, creating an empty item on a miss when `vivify`
-    /// holds its exptime (`N`), and call `visit` with it under the stripe
-    /// lock. Unless `no_update` (`u`), the item is then marked fetched and
+    /// `mg`: look `key` up, creating an empty item that never expires on a
+    /// miss when `vivify` (`N`, whose TTL the caller sets as it walks the
+    /// flags: an error before it leaves 0, as in memcached), and call `visit`
+    /// with it under the stripe lock. Unless `no_update` (`u`), the item is then marked fetched and
     /// bumped, so that `visit` sees the state from before this access.
     pub fn meta_get<R>(
         &self,
@@ -988,8 +989,6 @@ impl Store {
             && vivify
             && let Ok(id) = self.alloc_item(key, hash, 0, now)
         {
-            // Its exptime is set by the caller, as memcached sets it while
-            // walking the flags.
             self.fill_item(id, key, 0, 0, &[]);
             self.publish(hash, id, None, true);
             found = Some((id, true));
