@@ -32,7 +32,7 @@ pub const MAX_OPAQUE_LENGTH: usize = 32;
 /// memcached's tokenizer stops after this many tokens (`MAX_TOKENS` 24 minus
 /// the terminal one).
 const MAX_TOKENS: usize = 23;
-/// A decoded key never exceeds 3/4 of the 250-byte encoded one.
+/// Room for any decoded key (at most 3/4 of a 250-byte encoded one).
 pub const DECODED_KEY_MAX: usize = KEY_MAX_LENGTH;
 
 pub const CLIENT_ERROR_DUPLICATE_FLAG: &[u8] = b"CLIENT_ERROR duplicate flag\r\n";
