@@ -1114,8 +1114,10 @@ impl Store {
         let new = match self.alloc_item(key, hash, data.len() + old_value.len(), now) {
             Ok(id) => id,
             Err(e) => {
-                // memcached drops the stale value rather than keep serving it.
-                if let Some((link, id)) = found {
+                // memcached's ms drops the old value when it finds no room
+                // for the new one, whatever the mode; append and prepend
+                // found room for their data and failed joining it: kept.
+                if !concat && let Some((link, id)) = found {
                     self.unlink_and_free(link, id);
                 }
                 let result = match (concat, e) {
@@ -1573,6 +1575,85 @@ mod tests {
         assert_eq!(s.prefix_dump(), (vec![], None));
         rec(b"a:1", prefix::PrefixOp::Set);
         assert_eq!(s.prefix_dump().0.len(), 1);
+    }
+
+    fn meta_set<'a>(mode: StoreMode, key: &'a [u8], data: &'a [u8], cas: u64) -> MetaStore<'a> {
+        MetaStore {
+            mode,
+            key,
+            flags: 0,
+            exptime: 0,
+            data,
+            cas,
+            stale_ok: true,
+            key_binary: false,
+        }
+    }
+
+    /// (stale, token sent, cas) of `key`, None on a miss.
+    fn meta_state(s: &Store, key: &[u8]) -> Option<(bool, bool, u64)> {
+        s.meta_debug(key, |it| {
+            it.map(|it| (it.stale(), it.token_sent(), it.cas()))
+        })
+    }
+
+    #[test]
+    fn stale_items_and_tokens() {
+        let s = store(4, true);
+        // A miss vivified once: the caller marks the token sent.
+        assert!(s.meta_get(b"k", true, false, |it| {
+            let it = it.unwrap();
+            it.mark_token_sent();
+            it.created
+        }));
+        assert!(!s.meta_get(b"k", true, false, |it| it.unwrap().created));
+        let (_, sent, cas) = meta_state(&s, b"k").unwrap();
+        assert!(sent);
+        // md I: stale, token cleared, a new cas.
+        assert_eq!(
+            s.meta_delete(b"k", None, Some(Some(100))),
+            MetaDeleteResult::MarkedStale
+        );
+        let (stale, sent, new_cas) = meta_state(&s, b"k").unwrap();
+        assert!(stale && !sent && new_cas > cas);
+        // An older cas with I stores stale; the current cas stores clean.
+        let (r, _) = s.meta_store(&meta_set(StoreMode::Cas, b"k", b"v1", cas));
+        assert_eq!(r, StoreResult::Stored);
+        let (stale, _, current) = meta_state(&s, b"k").unwrap();
+        assert!(stale);
+        let (r, _) = s.meta_store(&meta_set(StoreMode::Cas, b"k", b"v2", current));
+        assert_eq!(r, StoreResult::Stored);
+        assert_eq!(meta_state(&s, b"k").map(|m| m.0), Some(false));
+        // C0 is no cas: nothing matches it.
+        let (r, _) = s.meta_store(&meta_set(StoreMode::Cas, b"k", b"v3", 0));
+        assert_eq!(r, StoreResult::Exists);
+        assert_eq!(s.meta_delete(b"k", Some(1), None), MetaDeleteResult::Exists);
+        assert_eq!(s.meta_delete(b"k", None, None), MetaDeleteResult::Deleted);
+        assert_eq!(s.meta_delete(b"k", None, None), MetaDeleteResult::NotFound);
+    }
+
+    #[test]
+    fn a_full_store_keeps_the_value_an_append_could_not_grow() {
+        let s = store(2, false);
+        let value = [b'x'; 1000];
+        s.store(StoreMode::Set, b"keep", 0, 0, &value, 0);
+        for i in 0..5_000u32 {
+            s.store(
+                StoreMode::Set,
+                format!("key{i}").as_bytes(),
+                0,
+                0,
+                &value,
+                0,
+            );
+        }
+        let big = [b'y'; 3000];
+        let (r, _) = s.meta_store(&meta_set(StoreMode::Append, b"keep", &big, 0));
+        assert_eq!(r, StoreResult::NotStored);
+        assert!(get(&s, b"keep").is_some(), "append failing keeps the value");
+        let (r, _) = s.meta_store(&meta_set(StoreMode::Set, b"keep", &big, 0));
+        assert_eq!(r, StoreResult::NoMemory);
+        assert_eq!(get(&s, b"keep"), None, "a set failing drops it");
     }
 
     #[test]
