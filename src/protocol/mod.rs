@@ -14,6 +14,7 @@
 //! [`auth::parse`] instead, as memcached reads it.
 
 pub mod auth;
+pub mod meta;
 pub mod render;
 pub mod reply;
 pub mod seed;
@@ -94,6 +95,8 @@ pub enum Command<'a> {
         graceful: bool,
     },
     Quit,
+    /// `mg`, `ms`, `md`, `ma`, `mn`, `me` ([`meta`]).
+    Meta(meta::Meta<'a>),
     /// The seed's `SET <name> <size>` with its `size` data bytes.
     SeedSet {
         name: &'a [u8],

@@ -121,6 +121,9 @@ pub fn render(cmd: &Command<'_>, out: &mut Vec<u8>) {
             });
         }
         Command::Quit => out.extend_from_slice(b"quit\r\n"),
+        // Meta commands keep their request bytes: their flags are echoed in
+        // the order sent, so the request is its own canonical form.
+        Command::Meta(m) => out.extend_from_slice(m.request),
         Command::SeedSet { name, data } => {
             out.extend_from_slice(b"SET");
             word(out, name);

@@ -151,6 +151,10 @@ impl<'a> Request<'a> {
         if self.tokens.count == 0 || name.len() < 2 {
             return self.error(reply::ERROR);
         }
+        // Meta commands are all two bytes long and start with `m`.
+        if name[0] == b'm' && name.len() == 2 {
+            return super::meta::parse(self.buf, self.line, self.consumed, limits);
+        }
         match name {
             b"get" | b"bget" => self.get(false, false),
             b"gets" => self.get(true, false),
@@ -591,7 +595,7 @@ fn c_number(token: &[u8]) -> Option<CNumber> {
 
 /// memcached's `safe_strtol` into an `int32_t`: a 64-bit signed number, then
 /// narrowed without a range check.
-fn strtol32(token: &[u8]) -> Option<i32> {
+pub(super) fn strtol32(token: &[u8]) -> Option<i32> {
     let number = c_number(token)?;
     let magnitude = number.magnitude?;
     let value = if number.negative {
@@ -608,7 +612,7 @@ fn strtol32(token: &[u8]) -> Option<i32> {
 /// memcached's `safe_strtoull`: `strtoull` negates a `-` number modulo 2^64;
 /// memcached refuses it only when the result looks negative as a signed number
 /// (so `-0` is 0 and `-18446744073709551615` is 1).
-fn strtoull(token: &[u8]) -> Option<u64> {
+pub(super) fn strtoull(token: &[u8]) -> Option<u64> {
     let number = c_number(token)?;
     let magnitude = number.magnitude?;
     let value = if number.negative {
@@ -745,6 +749,7 @@ pub(crate) mod tests {
                 }
             }
             Command::Quit => "quit".into(),
+            Command::Meta(m) => format!("meta {:?} '{}'", m.kind, esc(m.key)),
             Command::SeedSet { name, data } => format!("SET '{}' '{}'", esc(name), esc(data)),
             Command::SeedGet { name } => format!("GET '{}'", esc(name)),
             Command::SeedDelete { name } => format!("DELETE '{}'", esc(name)),
@@ -1409,13 +1414,13 @@ pub(crate) mod tests {
 
     #[test]
     fn commands_we_do_not_serve_answer_error() {
-        // Not live-equal: memcached serves these (meta commands, cache_memlimit,
-        // slabs, lru, watch, lru_crawler, refresh_certs, misbehave is debug-only).
+        // Not live-equal: memcached serves these (cache_memlimit, slabs, lru,
+        // watch, lru_crawler, refresh_certs, misbehave is debug-only).
         check(
             &LIMITS,
             &[
-                (b"mn\r\n", r"error 'ERROR\r\n' +4"),
-                (b"mg k v\r\n", r"error 'ERROR\r\n' +8"),
+                (b"mn\r\n", "meta Noop '' +4"),
+                (b"mg k v\r\n", "meta Get 'k' +8"),
                 (b"cache_memlimit 100\r\n", r"error 'ERROR\r\n' +20"),
                 (b"slabs automove 1\r\n", r"error 'ERROR\r\n' +18"),
                 (b"lru_crawler enable\r\n", r"error 'ERROR\r\n' +20"),
@@ -1495,6 +1500,8 @@ pub(crate) mod tests {
             b"incr k 10\r\n",
             b"flush_all 10 noreply\r\n",
             b"stats items\r\n",
+            b"ms k 2 T1 c\r\nhi\r\n",
+            b"mg k v c T30 Oq\r\n",
             b"set k 0 0 1\r\nabc",
             // The seed's CRLF after the data is optional: not waited for.
             b"SET name 3\r\nabc",
@@ -1561,6 +1568,21 @@ pub(crate) mod tests {
             b"stats",
             b"shutdown",
             b"quit",
+            b"mg",
+            b"ms",
+            b"md",
+            b"ma",
+            b"mn",
+            b"me",
+            b"b",
+            b"v",
+            b"q",
+            b"T30",
+            b"N0",
+            b"C1",
+            b"MA",
+            b"Oab",
+            b"AAEC",
             b"noreply",
             b"0",
             b"1",

@@ -5,8 +5,9 @@
 //! processes do; the protocol that keeps the *contents* coherent is:
 //! - a chunk is written only while it is `INFLIGHT` and by its owner;
 //! - it is published into a hash chain with one store, and is never written
-//!   again except for single-word fields (`exptime`, `time`, `word`) and the
-//!   LRU links (under its class lock);
+//!   again except for single-word fields (`exptime`, `time`, `word`, and
+//!   `cas` when `md <key> I` marks it stale, as memcached does) and the LRU
+//!   links (under its class lock);
 //! - hash chains are read and changed only under their stripe lock.
 
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -23,6 +24,17 @@ pub const FETCHED: u32 = 1 << 8;
 /// Bit in `word`: read since it last moved in the LRU; eviction moves such an
 /// item back to the head once instead of evicting it (memcached's ITEM_ACTIVE).
 pub const ACTIVE: u32 = 1 << 12;
+/// Bit in `word`: marked stale by `md <key> I` or stored stale by
+/// `ms ... I C<older cas>`; `mg` answers it with `X` (memcached's ITEM_STALE).
+pub const STALE: u32 = 1 << 9;
+/// Bit in `word`: an `mg` was told it won the right to recache (`W`); later
+/// ones get `Z` (memcached's ITEM_TOKEN_SENT).
+pub const TOKEN_SENT: u32 = 1 << 10;
+/// Bit in `word`: the key was given in base64 (`b`), so meta replies echo it
+/// encoded (memcached's ITEM_KEY_BINARY).
+pub const KEY_BINARY: u32 = 1 << 11;
+/// The `word` bits that are flags rather than state or owner.
+pub const WORD_FLAGS: u32 = FETCHED | ACTIVE | STALE | TOKEN_SENT | KEY_BINARY;
 
 #[repr(C)]
 pub struct Item {
@@ -39,7 +51,8 @@ pub struct Item {
     pub flags: AtomicU32,
     pub nbytes: AtomicU32,
     pub cas: AtomicU64,
-    /// state (bits 0-7) | FETCHED (bit 8) | owner slot while INFLIGHT (bits 16-31).
+    /// state (bits 0-7) | FETCHED, STALE, TOKEN_SENT, KEY_BINARY (bits 8-11) |
+    /// owner slot while INFLIGHT (bits 16-31).
     pub word: AtomicU32,
     pub nkey: AtomicU8,
     pub class: AtomicU8,

@@ -23,7 +23,10 @@ use std::sync::atomic::{AtomicU8, AtomicU32, Ordering::Relaxed, Ordering::Releas
 
 use crate::protocol::StoreMode;
 use conns::{CONNS_PER_WORKER, ConnEntry};
-use item::{ACTIVE, FETCHED, ITEM_HEADER, Item, LINKED, item_size};
+use item::{
+    ACTIVE, FETCHED, ITEM_HEADER, Item, KEY_BINARY, LINKED, STALE, TOKEN_SENT, WORD_FLAGS,
+    item_size,
+};
 use lock::RobustMutex;
 use prefix::{PREFIX_ENTRIES, PrefixEntry};
 use segment::{Header, Layout, LayoutParams, Segment, WorkerSlot};
@@ -492,13 +495,38 @@ impl Store {
         let now = unix_now();
         let hash = hash_key(key);
         let _s = self.stripe_for(hash).lock().repaired_trivially();
-        let Some((link, id)) = self.lookup(hash, key, now) else {
+        let Some(found) = self.lookup(hash, key, now) else {
             return (ArithResult::NotFound, 0);
         };
-        let old = self.value(id);
+        let old = self.value(found.1);
         let Some(value) = parse_counter(old) else {
             return (ArithResult::NonNumeric, 0);
         };
+        match self.apply_delta(key, hash, found, value, incr, delta, now, false) {
+            Ok((value, new)) => (ArithResult::Value(value), self.item(new).cas.load(Relaxed)),
+            Err(e) => (e, 0),
+        }
+    }
+
+    /// The rest of incr/decr once the old `value` is read (stripe lock
+    /// held): store the new number as a new item and publish it in place of
+    /// `found`; gives the new value and item. `keep_flags`: a result that
+    /// fits keeps the old item's `word` flags, as memcached's in-place
+    /// rewrite does (meta commands see them).
+    #[allow(clippy::too_many_arguments)]
+    fn apply_delta(
+        &self,
+        key: &[u8],
+        hash: u32,
+        found: (&AtomicU32, u32),
+        value: u64,
+        incr: bool,
+        delta: u64,
+        now: u32,
+        keep_flags: bool,
+    ) -> Result<(u64, u32), ArithResult> {
+        let (link, id) = found;
+        let old = self.value(id);
         let value = if incr {
             value.wrapping_add(delta)
         } else {
@@ -528,16 +556,20 @@ impl Store {
                 ClassCounter::decr_hits
             },
         );
+        let bits = if keep_flags && n <= old.len() {
+            it.word.load(Relaxed) & WORD_FLAGS
+        } else {
+            0
+        };
         let new = match self.alloc_item(key, hash, bytes.len(), now) {
             Ok(new) => new,
-            Err(_) => return (ArithResult::NoMemory, 0),
+            Err(_) => return Err(ArithResult::NoMemory),
         };
         self.fill_item(new, key, flags, exptime, &[bytes]);
         // memcached rewrites a number that still fits in place: no new item
         // for total_items.
-        let cas = self.item(new).cas.load(Relaxed);
-        self.publish(hash, new, Some((link, id)), n > old.len());
-        (ArithResult::Value(value), cas)
+        self.publish_with(hash, new, Some((link, id)), n > old.len(), bits);
+        Ok((value, new))
     }
 
     /// flush_all [delay], exactly as memcached computes its marks.
@@ -627,6 +659,19 @@ impl Store {
     /// link that points at it, and its id) when there is one. `counted`: the
     /// item counts in total_items (memcached's item links).
     fn publish(&self, hash: u32, new: u32, old: Option<(&AtomicU32, u32)>, counted: bool) {
+        self.publish_with(hash, new, old, counted, 0);
+    }
+
+    /// [`Store::publish`], the item's `word` flag bits (`item::WORD_FLAGS`)
+    /// set to `bits` in the same store that publishes it.
+    fn publish_with(
+        &self,
+        hash: u32,
+        new: u32,
+        old: Option<(&AtomicU32, u32)>,
+        counted: bool,
+        bits: u32,
+    ) {
         let it = self.item(new);
         match old {
             Some((link, old_id)) => {
@@ -639,7 +684,7 @@ impl Store {
                 bucket.store(new, Release);
             }
         }
-        it.word.store(LINKED, Release);
+        it.word.store(LINKED | bits, Release);
         self.slot().inflight.store(0, Relaxed);
         if counted {
             self.counters().incr(Counter::total_items);
@@ -772,6 +817,434 @@ impl Store {
         // item's bytes are never written (see item.rs), so nothing changes
         // them while the slice lives.
         unsafe { std::slice::from_raw_parts(self.item_ptr(id).add(start), len) }
+    }
+}
+
+// ---- meta commands (mg ms md ma me) ----
+
+/// What `ms` asks of the store beyond a classic storage command.
+#[derive(Debug, Clone, Copy)]
+pub struct MetaStore<'a> {
+    /// `Cas` when a `C<cas>` came with set or replace mode.
+    pub mode: StoreMode,
+    pub key: &'a [u8],
+    pub flags: u32,
+    pub exptime: i64,
+    pub data: &'a [u8],
+    /// `C<cas>` (0 = none): append/prepend compare it too.
+    pub cas: u64,
+    /// `I`: a `Cas` store whose cas (not 0) is older than the item's is
+    /// stored stale.
+    pub stale_ok: bool,
+    /// `b`: the key was sent in base64.
+    pub key_binary: bool,
+}
+
+/// What `md` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaDeleteResult {
+    Deleted,
+    /// `I`: the item stays, stale, with a new cas.
+    MarkedStale,
+    NotFound,
+    /// `C<cas>` did not match.
+    Exists,
+}
+
+/// What `ma` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaArithResult {
+    /// The new value.
+    Value(u64),
+    /// `N`: the key was missing and was created holding `J`'s value.
+    Created(u64),
+    NotFound,
+    NonNumeric,
+    /// `C<cas>` did not match.
+    Exists,
+    /// No room for the new value.
+    NoMemory,
+    /// No room for the item `N` asked for.
+    VivifyNoMemory,
+}
+
+/// An item a meta command reads (and may re-time), while its stripe lock is
+/// held: only single-word fields change, with atomics.
+pub struct MetaItem<'a> {
+    store: &'a Store,
+    id: u32,
+    /// The request's clock second.
+    pub now: u32,
+    /// `N` created it just now.
+    pub created: bool,
+    /// memcached's `ma` hands back the *old* item when the new number did
+    /// not fit in place: `T` then re-times that unlinked item, which `t`
+    /// shows but the stored item never gets. Such a re-timing lands here.
+    detached: Option<std::cell::Cell<u32>>,
+    /// The command failed after all: no fetched mark, no LRU bump.
+    abandoned: std::cell::Cell<bool>,
+}
+
+impl MetaItem<'_> {
+    fn it(&self) -> &Item {
+        self.store.item(self.id)
+    }
+
+    pub fn key(&self) -> &[u8] {
+        self.store.key(self.id)
+    }
+
+    pub fn data(&self) -> &[u8] {
+        self.store.value(self.id)
+    }
+
+    pub fn flags(&self) -> u32 {
+        self.it().flags.load(Relaxed)
+    }
+
+    pub fn cas(&self) -> u64 {
+        self.it().cas.load(Relaxed)
+    }
+
+    /// Unix second it dies at; 0 = never.
+    pub fn exptime(&self) -> u32 {
+        match &self.detached {
+            Some(exptime) => exptime.get(),
+            None => self.it().exptime.load(Relaxed),
+        }
+    }
+
+    /// Last access, unix seconds.
+    pub fn time(&self) -> u32 {
+        self.it().time.load(Relaxed)
+    }
+
+    fn has(&self, bit: u32) -> bool {
+        self.it().word.load(Relaxed) & bit != 0
+    }
+
+    pub fn fetched(&self) -> bool {
+        self.has(FETCHED)
+    }
+
+    pub fn stale(&self) -> bool {
+        self.has(STALE)
+    }
+
+    pub fn token_sent(&self) -> bool {
+        self.has(TOKEN_SENT)
+    }
+
+    pub fn key_binary(&self) -> bool {
+        self.has(KEY_BINARY)
+    }
+
+    /// `ttl` (a command's exptime) as an absolute unix second.
+    pub fn deadline(&self, ttl: i64) -> u32 {
+        expiry(ttl, self.now, self.store.started())
+    }
+
+    /// A new exptime (`T`, `N`).
+    pub fn set_ttl(&self, ttl: i64) {
+        match &self.detached {
+            Some(exptime) => exptime.set(self.deadline(ttl)),
+            None => self.it().exptime.store(self.deadline(ttl), Relaxed),
+        }
+    }
+
+    /// `W` was sent for it.
+    pub fn mark_token_sent(&self) {
+        self.it().word.fetch_or(TOKEN_SENT, Relaxed);
+    }
+
+    /// The command failed after looking (memcached then leaves the item
+    /// unfetched and unbumped).
+    pub fn abandon(&self) {
+        self.abandoned.set(true);
+    }
+
+    /// Count `c` in the item's slab class.
+    pub fn count(&self, c: ClassCounter) {
+        self.store
+            .count_class(self.it().class.load(Relaxed) as usize, c);
+    }
+}
+
+impl Store {
+    /// `mg`: look `key` up, creating an empty item that never expires on a
+    /// miss when `vivify` (`N`, whose TTL the caller sets as it walks the
+    /// flags: an error before it leaves 0, as in memcached), and call `visit`
+    /// with it under the stripe lock. Unless `no_update` (`u`), the item is then marked fetched and
+    /// bumped, so that `visit` sees the state from before this access.
+    pub fn meta_get<R>(
+        &self,
+        key: &[u8],
+        vivify: bool,
+        no_update: bool,
+        visit: impl FnOnce(Option<&MetaItem<'_>>) -> R,
+    ) -> R {
+        let now = unix_now();
+        let hash = hash_key(key);
+        let _s = self.stripe_for(hash).lock().repaired_trivially();
+        let mut found = self.lookup(hash, key, now).map(|(_, id)| (id, false));
+        if found.is_none()
+            && vivify
+            && let Ok(id) = self.alloc_item(key, hash, 0, now)
+        {
+            self.fill_item(id, key, 0, 0, &[]);
+            self.publish(hash, id, None, true);
+            found = Some((id, true));
+        }
+        let Some((id, created)) = found else {
+            return visit(None);
+        };
+        let item = MetaItem {
+            store: self,
+            id,
+            now,
+            created,
+            detached: None,
+            abandoned: Default::default(),
+        };
+        let result = visit(Some(&item));
+        if !no_update && !item.abandoned.get() {
+            self.item(id).word.fetch_or(FETCHED | ACTIVE, Relaxed);
+            self.bump_if_due(id, now);
+        }
+        result
+    }
+
+    /// `me`: look `key` up without touching it.
+    pub fn meta_debug<R>(&self, key: &[u8], visit: impl FnOnce(Option<&MetaItem<'_>>) -> R) -> R {
+        let now = unix_now();
+        let hash = hash_key(key);
+        let _s = self.stripe_for(hash).lock().repaired_trivially();
+        match self.lookup(hash, key, now) {
+            Some((_, id)) => visit(Some(&MetaItem {
+                store: self,
+                id,
+                now,
+                created: false,
+                detached: None,
+                abandoned: Default::default(),
+            })),
+            None => visit(None),
+        }
+    }
+
+    /// `ms`: [`Store::store_cas`] plus what meta adds (memcached's
+    /// do_store_item): append/prepend compare a given cas; `stale_ok` stores
+    /// a `Cas` whose cas is older than the item's, marked stale, keeping the
+    /// old exptime and token; the key's base64 origin is remembered.
+    pub fn meta_store(&self, m: &MetaStore<'_>) -> (StoreResult, u64) {
+        let &MetaStore {
+            mode,
+            key,
+            flags,
+            exptime,
+            data,
+            cas,
+            stale_ok,
+            key_binary,
+        } = m;
+        let now = unix_now();
+        // memcached reads the cas to compare back from the new item, which
+        // has no room for one with -C: it is then 0, "no cas given".
+        let cas = if self.cas_enabled { cas } else { 0 };
+        if let Some(class) = self.class_for(item_size(key.len(), data.len())) {
+            self.count_class(class, ClassCounter::cmd_set);
+        }
+        let hash = hash_key(key);
+        let _s = self.stripe_for(hash).lock().repaired_trivially();
+        let found = self.lookup(hash, key, now);
+        // memcached's append/prepend build a fresh item that does not carry
+        // the key's base64 origin.
+        let concat = matches!(mode, StoreMode::Append | StoreMode::Prepend);
+        let mut bits = if key_binary && !(concat && found.is_some()) {
+            KEY_BINARY
+        } else {
+            0
+        };
+        let mut stale_exptime = None;
+        match (mode, found) {
+            (StoreMode::Add, Some((_, id))) => {
+                self.bump_if_due(id, now);
+                return (StoreResult::NotStored, 0);
+            }
+            (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => {
+                return (StoreResult::NotStored, 0);
+            }
+            (StoreMode::Append | StoreMode::Prepend, Some((_, id)))
+                if cas != 0 && self.item(id).cas.load(Relaxed) != cas =>
+            {
+                return (StoreResult::Exists, 0);
+            }
+            (StoreMode::Cas, None) => return (StoreResult::NotFound, 0),
+            (StoreMode::Cas, Some((_, id))) => {
+                let it = self.item(id);
+                let class = it.class.load(Relaxed) as usize;
+                let current = it.cas.load(Relaxed);
+                // No cas (0) matches nothing, not even an item whose cas is 0.
+                if cas != 0 && current == cas {
+                    self.count_class(class, ClassCounter::cas_hits);
+                } else if stale_ok && cas != 0 && cas < current {
+                    self.count_class(class, ClassCounter::cas_hits);
+                    bits |= STALE | (it.word.load(Relaxed) & TOKEN_SENT);
+                    stale_exptime = Some(it.exptime.load(Relaxed));
+                } else {
+                    self.count_class(class, ClassCounter::cas_badval);
+                    return (StoreResult::Exists, 0);
+                }
+            }
+            _ => {}
+        }
+        let (flags, exptime, old_value) = match (mode, found) {
+            (StoreMode::Append | StoreMode::Prepend, Some((_, id))) => {
+                let it = self.item(id);
+                (
+                    it.flags.load(Relaxed),
+                    it.exptime.load(Relaxed),
+                    self.value(id),
+                )
+            }
+            _ => (
+                flags,
+                stale_exptime.unwrap_or_else(|| expiry(exptime, now, self.started())),
+                &[][..],
+            ),
+        };
+        let new = match self.alloc_item(key, hash, data.len() + old_value.len(), now) {
+            Ok(id) => id,
+            Err(e) => {
+                // memcached's ms drops the old value when it finds no room
+                // for the new one, whatever the mode; append and prepend
+                // found room for their data and failed joining it: kept.
+                if !concat && let Some((link, id)) = found {
+                    self.unlink_and_free(link, id);
+                }
+                let result = match (concat, e) {
+                    (true, _) => StoreResult::NotStored,
+                    (false, StoreResult::TooLarge) => StoreResult::TooLarge,
+                    _ => StoreResult::NoMemory,
+                };
+                return (result, 0);
+            }
+        };
+        let (first, second) = if mode == StoreMode::Prepend {
+            (data, old_value)
+        } else {
+            (old_value, data)
+        };
+        self.fill_item(new, key, flags, exptime, &[first, second]);
+        let new_cas = self.item(new).cas.load(Relaxed);
+        self.publish_with(hash, new, found, true, bits);
+        (StoreResult::Stored, new_cas)
+    }
+
+    /// `md`: delete, or with `stale` (`I`, and `T`'s exptime if given) mark
+    /// the item stale with a new cas and no token sent. `cas` (`C`) must
+    /// match first.
+    pub fn meta_delete(
+        &self,
+        key: &[u8],
+        cas: Option<u64>,
+        stale: Option<Option<i64>>,
+    ) -> MetaDeleteResult {
+        let now = unix_now();
+        let hash = hash_key(key);
+        let _s = self.stripe_for(hash).lock().repaired_trivially();
+        let Some((link, id)) = self.lookup(hash, key, now) else {
+            return MetaDeleteResult::NotFound;
+        };
+        let it = self.item(id);
+        if cas.is_some_and(|c| c != it.cas.load(Relaxed)) {
+            return MetaDeleteResult::Exists;
+        }
+        match stale {
+            Some(ttl) => {
+                if let Some(ttl) = ttl {
+                    it.exptime.store(expiry(ttl, now, self.started()), Relaxed);
+                }
+                it.word.fetch_or(STALE, Relaxed);
+                it.word.fetch_and(!TOKEN_SENT, Relaxed);
+                // One atomic word, changed under the stripe lock that every
+                // reader of a linked item holds, as memcached bumps it in place.
+                let new_cas = if self.cas_enabled { self.next_cas() } else { 0 };
+                it.cas.store(new_cas, Relaxed);
+                MetaDeleteResult::MarkedStale
+            }
+            None => {
+                self.count_class(it.class.load(Relaxed) as usize, ClassCounter::delete_hits);
+                self.unlink_and_free(link, id);
+                MetaDeleteResult::Deleted
+            }
+        }
+    }
+
+    /// `ma`: incr/decr as memcached's do_add_delta with a cas to compare
+    /// (0 = none); on a miss, `vivify` (`N`) creates the item holding its
+    /// initial value (`J`). `visit` sees the resulting item under the lock.
+    pub fn meta_arith(
+        &self,
+        key: &[u8],
+        incr: bool,
+        delta: u64,
+        cas: u64,
+        vivify: Option<u64>,
+        visit: impl FnOnce(&MetaItem<'_>),
+    ) -> MetaArithResult {
+        let now = unix_now();
+        let hash = hash_key(key);
+        let _s = self.stripe_for(hash).lock().repaired_trivially();
+        let Some(found) = self.lookup(hash, key, now) else {
+            let Some(initial) = vivify else {
+                return MetaArithResult::NotFound;
+            };
+            let mut digits = [0u8; 20];
+            let n = write_decimal(&mut digits, initial);
+            let Ok(id) = self.alloc_item(key, hash, n, now) else {
+                return MetaArithResult::VivifyNoMemory;
+            };
+            self.fill_item(id, key, 0, 0, &[&digits[..n]]);
+            self.publish(hash, id, None, true);
+            visit(&MetaItem {
+                store: self,
+                id,
+                now,
+                created: true,
+                detached: None,
+                abandoned: Default::default(),
+            });
+            return MetaArithResult::Created(initial);
+        };
+        let it = self.item(found.1);
+        let old = self.value(found.1);
+        if old.is_empty() {
+            return MetaArithResult::NonNumeric;
+        }
+        if cas != 0 && it.cas.load(Relaxed) != cas {
+            return MetaArithResult::Exists;
+        }
+        let Some(value) = parse_counter(old) else {
+            return MetaArithResult::NonNumeric;
+        };
+        let in_place_len = old.len();
+        match self.apply_delta(key, hash, found, value, incr, delta, now, true) {
+            Ok((value, new)) => {
+                let grew = self.value(new).len() > in_place_len;
+                visit(&MetaItem {
+                    store: self,
+                    id: new,
+                    now,
+                    created: false,
+                    detached: grew
+                        .then(|| std::cell::Cell::new(self.item(new).exptime.load(Relaxed))),
+                    abandoned: Default::default(),
+                });
+                MetaArithResult::Value(value)
+            }
+            Err(_) => MetaArithResult::NoMemory,
+        }
     }
 }
 
@@ -1104,6 +1577,85 @@ mod tests {
         assert_eq!(s.prefix_dump(), (vec![], None));
         rec(b"a:1", prefix::PrefixOp::Set);
         assert_eq!(s.prefix_dump().0.len(), 1);
+    }
+
+    fn meta_set<'a>(mode: StoreMode, key: &'a [u8], data: &'a [u8], cas: u64) -> MetaStore<'a> {
+        MetaStore {
+            mode,
+            key,
+            flags: 0,
+            exptime: 0,
+            data,
+            cas,
+            stale_ok: true,
+            key_binary: false,
+        }
+    }
+
+    /// (stale, token sent, cas) of `key`, None on a miss.
+    fn meta_state(s: &Store, key: &[u8]) -> Option<(bool, bool, u64)> {
+        s.meta_debug(key, |it| {
+            it.map(|it| (it.stale(), it.token_sent(), it.cas()))
+        })
+    }
+
+    #[test]
+    fn stale_items_and_tokens() {
+        let s = store(4, true);
+        // A miss vivified once: the caller marks the token sent.
+        assert!(s.meta_get(b"k", true, false, |it| {
+            let it = it.unwrap();
+            it.mark_token_sent();
+            it.created
+        }));
+        assert!(!s.meta_get(b"k", true, false, |it| it.unwrap().created));
+        let (_, sent, cas) = meta_state(&s, b"k").unwrap();
+        assert!(sent);
+        // md I: stale, token cleared, a new cas.
+        assert_eq!(
+            s.meta_delete(b"k", None, Some(Some(100))),
+            MetaDeleteResult::MarkedStale
+        );
+        let (stale, sent, new_cas) = meta_state(&s, b"k").unwrap();
+        assert!(stale && !sent && new_cas > cas);
+        // An older cas with I stores stale; the current cas stores clean.
+        let (r, _) = s.meta_store(&meta_set(StoreMode::Cas, b"k", b"v1", cas));
+        assert_eq!(r, StoreResult::Stored);
+        let (stale, _, current) = meta_state(&s, b"k").unwrap();
+        assert!(stale);
+        let (r, _) = s.meta_store(&meta_set(StoreMode::Cas, b"k", b"v2", current));
+        assert_eq!(r, StoreResult::Stored);
+        assert_eq!(meta_state(&s, b"k").map(|m| m.0), Some(false));
+        // C0 is no cas: nothing matches it.
+        let (r, _) = s.meta_store(&meta_set(StoreMode::Cas, b"k", b"v3", 0));
+        assert_eq!(r, StoreResult::Exists);
+        assert_eq!(s.meta_delete(b"k", Some(1), None), MetaDeleteResult::Exists);
+        assert_eq!(s.meta_delete(b"k", None, None), MetaDeleteResult::Deleted);
+        assert_eq!(s.meta_delete(b"k", None, None), MetaDeleteResult::NotFound);
+    }
+
+    #[test]
+    fn a_full_store_keeps_the_value_an_append_could_not_grow() {
+        let s = store(2, false);
+        let value = [b'x'; 1000];
+        s.store(StoreMode::Set, b"keep", 0, 0, &value, 0);
+        for i in 0..5_000u32 {
+            s.store(
+                StoreMode::Set,
+                format!("key{i}").as_bytes(),
+                0,
+                0,
+                &value,
+                0,
+            );
+        }
+        let big = [b'y'; 3000];
+        let (r, _) = s.meta_store(&meta_set(StoreMode::Append, b"keep", &big, 0));
+        assert_eq!(r, StoreResult::NotStored);
+        assert!(get(&s, b"keep").is_some(), "append failing keeps the value");
+        let (r, _) = s.meta_store(&meta_set(StoreMode::Set, b"keep", &big, 0));
+        assert_eq!(r, StoreResult::NoMemory);
+        assert_eq!(get(&s, b"keep"), None, "a set failing drops it");
     }
 
     #[test]

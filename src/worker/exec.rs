@@ -190,6 +190,7 @@ pub fn execute(ctx: &WorkerContext, cmd: &Command<'_>, out: &mut Vec<u8>) -> Aft
             return After::Close;
         }
         Command::Quit => return After::Close,
+        Command::Meta(ref m) => super::meta::execute(ctx, m, out),
         Command::SeedSet { name, data } => {
             counters.incr(Counter::cmd_set);
             if ctx.detail_enabled() {

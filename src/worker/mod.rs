@@ -3,6 +3,7 @@
 
 mod conn;
 mod exec;
+mod meta;
 pub mod handoff;
 mod stats;
 
