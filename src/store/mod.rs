@@ -362,7 +362,10 @@ impl Store {
                 return (StoreResult::NotStored, 0);
             }
             (StoreMode::Cas, None) => return (StoreResult::NotFound, 0),
-            (StoreMode::Cas, Some(it)) if it.cas.load(Relaxed) != cas_unique => {
+            // With -C memcached answers EXISTS to every cas of an item.
+            (StoreMode::Cas, Some(it))
+                if !self.cas_enabled || it.cas.load(Relaxed) != cas_unique =>
+            {
                 self.count_class(it.class.load(Relaxed) as usize, ClassCounter::cas_badval);
                 return (StoreResult::Exists, 0);
             }

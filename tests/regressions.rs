@@ -1,7 +1,9 @@
-//! Long pipelines of requests that write no reply (`noreply`), against
-//! memcached and shmcached: the `-R` budget per event must not strand the
-//! rest of the pipeline in the read buffer (it did: a yield with nothing
-//! written waited for a readable event that never came).
+//! Bugs found after the fact, each checked against memcached:
+//! - long pipelines of requests that write no reply (`noreply`): the `-R`
+//!   budget per event must not strand the rest of the pipeline in the read
+//!   buffer (it did: a yield with nothing written waited for a readable
+//!   event that never came);
+//! - `cas` under `-C` (we stored where memcached answers EXISTS).
 
 mod common;
 
@@ -50,4 +52,25 @@ fn noreply_pipelines_run_to_the_end_under_any_budget() {
             assert!(replies[1].starts_with(b"VALUE p1 0 100\r\n"));
         }
     }
+}
+
+/// With `-C` memcached answers EXISTS to any `cas` of an item that is there
+/// (its cas-unique 0 matches nothing), NOT_FOUND to one that is not.
+#[test]
+fn cas_with_cas_disabled_matches_memcached() {
+    let req = b"set k 0 0 1\r\nx\r\ncas k 0 0 1 0\r\ny\r\ncas k 0 0 1 5\r\ny\r\n\
+cas zz 0 0 1 0\r\ny\r\ngets k\r\nstats\r\n";
+    let mut replies = Vec::new();
+    for server in [Server::memcached(&["-C"]), Server::shmcached(&["-C"])] {
+        let reply = server.connect().roundtrip(req);
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        let counters: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("STAT cas_") || !l.starts_with("STAT "))
+            .map(str::to_string)
+            .collect();
+        replies.push(counters);
+    }
+    assert_eq!(replies[0], replies[1]);
+    assert!(replies[1].contains(&"EXISTS".to_string()));
 }
