@@ -3,8 +3,8 @@
 
 mod conn;
 mod exec;
-mod meta;
 pub mod handoff;
+mod meta;
 mod stats;
 
 use std::cell::Cell;
