@@ -193,6 +193,25 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
 }
 
 /// The keys of a `Command::Get` (split on runs of spaces).
-pub fn keys(list: &[u8]) -> impl Iterator<Item = &[u8]> {
-    list.split(|&b| b == b' ').filter(|k| !k.is_empty())
+pub fn keys(list: &[u8]) -> Keys<'_> {
+    Keys { rest: list }
+}
+
+/// The words of a line, split on runs of spaces (memchr finds the ends: on
+/// the hot path this beat a byte-at-a-time split by ~100 instructions per
+/// `get`, bench/instructions).
+pub struct Keys<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Keys<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let start = self.rest.iter().position(|&b| b != b' ')?;
+        let rest = &self.rest[start..];
+        let end = memchr::memchr(b' ', rest).unwrap_or(rest.len());
+        self.rest = &rest[end..];
+        Some(&rest[..end])
+    }
 }

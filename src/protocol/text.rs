@@ -108,11 +108,7 @@ impl<'a> Tokens<'a> {
             count: 0,
             last: &[],
         };
-        for token in line
-            .split(|&b| b == b' ')
-            .filter(|t| !t.is_empty())
-            .take(MAX_TOKENS)
-        {
+        for token in super::keys(line).take(MAX_TOKENS) {
             if let Some(slot) = tokens.head.get_mut(tokens.count) {
                 *slot = token;
             }
@@ -206,7 +202,16 @@ impl<'a> Request<'a> {
         } else {
             None
         };
-        if keys(list).any(|key| key.len() > KEY_MAX_LENGTH) {
+        // The tokens already hold every key of a short line.
+        let too_long = if self.tokens.count < HEAD_TOKENS {
+            let first = if touch.is_some() { 2 } else { 1 };
+            self.tokens.head[first..self.tokens.count]
+                .iter()
+                .any(|key| key.len() > KEY_MAX_LENGTH)
+        } else {
+            keys(list).any(|key| key.len() > KEY_MAX_LENGTH)
+        };
+        if too_long {
             return self.error(reply::CLIENT_ERROR_BAD_FORMAT);
         }
         self.done(

@@ -60,6 +60,8 @@ pub struct WorkerContext {
     pub port: u16,
     /// The connection-table entry of the connection whose command runs now.
     pub current_conn: Cell<Option<usize>>,
+    /// The loop's clock, read once per wake-up rather than per request.
+    pub now: Cell<Instant>,
 }
 
 impl WorkerContext {
@@ -150,6 +152,7 @@ impl Worker {
                 slot,
                 port,
                 current_conn: Cell::new(None),
+                now: Cell::new(Instant::now()),
             },
             listeners: mio_listeners,
             poll,
@@ -194,6 +197,7 @@ impl Worker {
                 warn!(self.log, "poll failed"; "error" => %e);
                 return 1;
             }
+            self.ctx.now.set(Instant::now());
             for ev in events.iter() {
                 let Token(t) = ev.token();
                 if t == INBOX {
@@ -329,7 +333,12 @@ impl Worker {
         let served = serve_conn(&self.ctx, conn, &self.log);
         if let Some(e) = conn.entry {
             let now = crate::store::unix_now();
-            let last = now.saturating_sub(conn.last_active.elapsed().as_secs() as u32);
+            let idle = self
+                .ctx
+                .now
+                .get()
+                .saturating_duration_since(conn.last_active);
+            let last = now.saturating_sub(idle.as_secs() as u32);
             self.ctx.store.conn_table(self.ctx.slot)[e].update(conn.state(), last);
         }
         match served {
@@ -518,7 +527,7 @@ fn run_requests(
             }
             Parsed::Command { command, consumed } => {
                 conn.seed_wait_since = None;
-                conn.last_active = Instant::now();
+                conn.last_active = ctx.now.get();
                 if ctx.settings.verbosity >= 2 {
                     debug!(log, "request"; "command" => ?command);
                 }
@@ -538,7 +547,7 @@ fn run_requests(
                 refused,
             } => {
                 conn.seed_wait_since = None;
-                conn.last_active = Instant::now();
+                conn.last_active = ctx.now.get();
                 conn.handled = true;
                 if let Some(key) = unlink {
                     ctx.store.remove(key);
@@ -603,7 +612,7 @@ fn authenticate(ctx: &WorkerContext, conn: &mut Conn) -> Option<After> {
     };
     conn.output.extend_from_slice(reply);
     conn.input.consume(consumed);
-    conn.last_active = Instant::now();
+    conn.last_active = ctx.now.get();
     conn.handled = true;
     Some(After::Continue)
 }
