@@ -101,6 +101,8 @@ pub struct Conn {
     pub handled: bool,
     /// This connection's entry in the worker's connection table, if it got one.
     pub entry: Option<usize>,
+    /// Speaks the binary protocol; `None` until its first byte decides (`-B`).
+    pub binary: Option<bool>,
 }
 
 impl Conn {
@@ -122,6 +124,7 @@ impl Conn {
             authenticated,
             handled: false,
             entry: None,
+            binary: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! A worker process: one mio event loop over its slot's listening sockets and
 //! all the connections it accepted. Single-threaded; many connections.
 
+mod binary;
 mod conn;
 mod exec;
 pub mod handoff;
@@ -18,7 +19,7 @@ use slog::{Logger, debug, info, warn};
 
 use crate::config::Settings;
 use crate::protocol::auth::{self, AuthRequest};
-use crate::protocol::{self, Limits, Parsed, Refusal, reply, seed};
+use crate::protocol::{self, Dialect, Limits, Parsed, Refusal, reply, seed};
 use crate::store::Store;
 use crate::store::conns::{CONNS_PER_WORKER, ConnState};
 use crate::store::prefix::PrefixOp;
@@ -484,6 +485,17 @@ fn run_requests(
     log: &Logger,
     budget: &mut usize,
 ) -> Option<After> {
+    if conn.binary.is_none() {
+        let first = *conn.input.pending().first()?;
+        conn.binary = Some(match ctx.settings.protocol {
+            Dialect::Auto => first == protocol::binary::REQUEST_MAGIC,
+            Dialect::Ascii => false,
+            Dialect::Binary => true,
+        });
+    }
+    if conn.binary == Some(true) {
+        return binary::run_requests(ctx, conn, log, budget);
+    }
     while conn.output_pending() < OUTPUT_HIGH && conn.swallow == 0 && *budget > 0 {
         *budget -= 1;
         let pending = conn.input.pending();
