@@ -498,6 +498,8 @@ fn cases() -> Vec<Case> {
             vec![
                 arith(INCR, "n-new", 5, 42, 0),
                 get(GET, "n-new"),
+                arith(DECR, "n-max", 5, u64::MAX, 0),
+                get(GET, "n-max"),
                 arith(INCR, "n-new", 5, 42, 0),
                 arith(DECR, "n-new2", 5, 7, 3600),
                 arith(INCR, "n-none", 5, 42, NO_CREATE),
@@ -624,7 +626,11 @@ fn cases() -> Vec<Case> {
             "unknown opcodes and SASL without SASL",
             vec![
                 simple(VERBOSITY),
-                packet(VERBOSITY, &4u32.to_be_bytes(), &[], &[]),
+                // Its 4 bytes of extras are swallowed again: padding for them.
+                join(&[
+                    packet(VERBOSITY, &4u32.to_be_bytes(), &[], &[]),
+                    b"1234".to_vec(),
+                ]),
                 simple(0x30),
                 simple(0xff),
                 simple(SASL_LIST_MECHS),
@@ -642,7 +648,9 @@ fn cases() -> Vec<Case> {
                 simple(VERSION),
             ]),
         ),
-        closing("bad magic closes", vec![], vec![0x81; 24]),
+        // On a connection the first byte made binary (with 0x81 first it
+        // would be a text connection).
+        closing("bad magic closes", vec![simple(NOOP)], vec![0x81; 24]),
         closing(
             "bad magic drops the replies not sent yet",
             vec![],

@@ -278,13 +278,19 @@ fn execute(ctx: &WorkerContext, h: &Header, request: &Request<'_>, out: &mut Vec
                 }
                 (ArithResult::NotFound, _) if exptime != NO_CREATE => {
                     // A new counter holds `initial` in decimal, as memcached stores it.
-                    let digits = initial.to_string();
+                    let mut digits = [0u8; 20];
+                    let len = {
+                        use std::io::Write;
+                        let mut w = &mut digits[..];
+                        let _ = write!(w, "{initial}");
+                        20 - w.len()
+                    };
                     let created = store.store_cas(
                         StoreMode::Add,
                         key,
                         0,
                         i64::from(exptime),
-                        digits.as_bytes(),
+                        &digits[..len],
                         0,
                     );
                     match created {
