@@ -1274,3 +1274,21 @@ fn known_differences() {
         assert_eq!(status(shmcached), "status=0000", "{shmcached:?}");
     }
 }
+
+/// memcached reads a header's extras and key into its 16 KiB read buffer
+/// before judging them: a longer one closes the connection, a shorter one is
+/// refused as too long a key. shmcached reads as much even when `-I` is
+/// smaller than that (memcached needs a larger `-I`).
+#[test]
+fn longest_header_memcached_reads() {
+    let reference = Server::memcached(SERVER_ARGS);
+    let target = Server::target(&["-t", "1", "-I", "1k"]);
+    for key_len in [16360u16, 16361, 0xffff] {
+        let mut request = raw(GET, key_len, 0, u32::from(key_len), 0);
+        request.resize(request.len() + usize::from(key_len), b'k');
+        let want = Client::connect(reference.port()).exchange(&request, true);
+        let got = Client::connect(target.port()).exchange(&request, true);
+        assert_eq!(want.1, Ending::Closed, "{want:?}");
+        assert_eq!(want, got, "key of {key_len} bytes");
+    }
+}

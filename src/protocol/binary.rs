@@ -12,7 +12,8 @@
 //! ```
 //!
 //! memcached reads the header, the extras and the key, then judges the request:
-//! - a first byte other than 0x80 closes the connection without a reply;
+//! - a first byte other than 0x80, or a header, extras and key longer than its
+//!   16 KiB read buffer, close the connection without a reply;
 //! - a key or extras longer than the body: "Unknown command", then close;
 //! - a key over 250 bytes, or extras/key/body lengths the opcode does not take:
 //!   "Invalid arguments", then close;
@@ -30,6 +31,10 @@
 use super::{KEY_MAX_LENGTH, Limits, StoreMode, text::item_too_large};
 
 pub const HEADER_LEN: usize = 24;
+/// memcached reads a header, its extras and its key into its 16 KiB read
+/// buffer before it judges them: a header announcing more closes the
+/// connection.
+pub const LONGEST_HEADER: usize = super::text::READ_BUFFER_SIZE;
 pub const REQUEST_MAGIC: u8 = 0x80;
 pub const RESPONSE_MAGIC: u8 = 0x81;
 
@@ -198,9 +203,10 @@ pub enum Parsed<'a> {
     },
     /// Read more, then call again with the same buffer start.
     Incomplete,
-    /// The first byte is not 0x80: memcached closes the connection at once,
-    /// dropping the replies it had not sent yet.
-    BadMagic,
+    /// memcached closes the connection at once, dropping the replies it had
+    /// not sent yet: the first byte is not 0x80, or the header announces more
+    /// extras and key than its read buffer holds ([`LONGEST_HEADER`]).
+    Close,
     /// Answer `status` (with its message), drop `consumed` bytes, swallow
     /// `swallow` more, then close if `close`.
     Error {
@@ -229,13 +235,16 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         return Parsed::Incomplete;
     }
     if buf[0] != REQUEST_MAGIC {
-        return Parsed::BadMagic;
+        return Parsed::Close;
     }
     let header = Header::read(buf);
     let extras_len = usize::from(header.extras_len);
     let key_len = usize::from(header.key_len);
     let body_len = header.body_len as usize;
     let consumed = HEADER_LEN + extras_len + key_len;
+    if consumed > LONGEST_HEADER {
+        return Parsed::Close;
+    }
     if buf.len() < consumed {
         return Parsed::Incomplete;
     }
@@ -576,7 +585,19 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(parse(&[0x81; 24], &LIMITS), Parsed::BadMagic);
+        assert_eq!(parse(&[0x81; 24], &LIMITS), Parsed::Close);
+        // memcached's 16 KiB read buffer must hold the header, extras and key.
+        let long = request(opcode::GET, &[], &[b'k'; 16360], b"", 0);
+        assert!(matches!(
+            parse(&long, &LIMITS),
+            Parsed::Error {
+                status: status::EINVAL,
+                close: true,
+                ..
+            }
+        ));
+        let longer = request(opcode::GET, &[], &[b'k'; 16361], b"", 0);
+        assert_eq!(parse(&longer[..24], &LIMITS), Parsed::Close);
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //!
 //! memcached sends a connection's replies when it has read everything there
 //! was, and earlier at a few points: after an error reply (unless it swallows
-//! a value first), after `noop`, after `quit`. A bad magic byte closes the
-//! connection and drops the replies not sent yet; so does this module, which
-//! keeps those same points as the mark below which replies are "sent".
+//! a value first), after `noop`, after `quit`. A bad magic byte (or an
+//! overlong header) closes the connection and drops the replies not sent yet;
+//! so does this module, which keeps those same points as the mark below which
+//! replies are "sent".
 
 use std::time::Instant;
 
@@ -50,8 +51,11 @@ pub fn run_requests(
         }
         match binary::parse(pending, &ctx.limits) {
             Parsed::Incomplete => return None,
-            Parsed::BadMagic => {
-                debug!(log, "binary request with a bad magic byte; closing");
+            Parsed::Close => {
+                debug!(
+                    log,
+                    "binary request with a bad magic byte or an overlong header; closing"
+                );
                 conn.output.truncate(sent);
                 return Some(After::Close);
             }

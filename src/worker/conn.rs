@@ -128,11 +128,14 @@ impl Conn {
         }
     }
 
-    /// The buffer starts with a whole command line. Only the line's possible
-    /// length is searched, not a large data block behind it (this runs after
-    /// every event).
+    /// The buffer starts with a whole command line (binary: a whole header).
+    /// Only the line's possible length is searched, not a large data block
+    /// behind it (this runs after every event).
     fn command_line_complete(&self) -> bool {
         let pending = self.input.pending();
+        if self.binary == Some(true) {
+            return pending.len() >= crate::protocol::binary::HEADER_LEN;
+        }
         pending[..pending.len().min(crate::protocol::LINE_MAX + 2)].contains(&b'\n')
     }
 

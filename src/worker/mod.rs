@@ -610,9 +610,11 @@ fn authenticate(ctx: &WorkerContext, conn: &mut Conn) -> Option<After> {
 }
 
 /// Most bytes a connection may hold unparsed: the largest value with its
-/// command line, twice over.
+/// command line, twice over, and at least the longest binary header, extras
+/// and key memcached reads before judging them.
 fn input_limit(limits: &Limits) -> usize {
-    2 * (limits.item_size_max.max(limits.seed_element_size) + protocol::LINE_MAX)
+    let largest = limits.item_size_max.max(limits.seed_element_size) + protocol::LINE_MAX;
+    (2 * largest).max(protocol::binary::LONGEST_HEADER)
 }
 
 /// The seed dialect's element size: set by the seed's positional arguments,
