@@ -1292,3 +1292,48 @@ fn longest_header_memcached_reads() {
         assert_eq!(want, got, "key of {key_len} bytes");
     }
 }
+
+/// libmemcached's own conformance check of the binary protocol
+/// (`memccapable -b`, from libmemcached-tools) passes against memcached and
+/// against shmcached alike, and `memcstat --binary` reads the general stats.
+#[test]
+fn libmemcached_clients_speak_binary() {
+    let pair = Pair::start(&[]);
+    let run = |program: &str, args: &[&str]| {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("{program} (libmemcached-tools; tests/run.sh installs it): {e}")
+            });
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    for server in [&pair.reference, &pair.target] {
+        let port = server.port().to_string();
+        let name = server.kind().name();
+        let (ok, out) = run(
+            "memccapable",
+            &["-h", "127.0.0.1", "-p", &port, "-b", "-t", "2"],
+        );
+        assert!(
+            ok && out.contains("All tests passed"),
+            "{name}: memccapable -b:\n{out}"
+        );
+        assert!(!out.contains("[FAIL]"), "{name}: memccapable -b:\n{out}");
+        let servers = format!("--servers=127.0.0.1:{port}");
+        let (ok, out) = run("memcstat", &["--binary", &servers]);
+        let keys: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix('\t')?.split_once(": ").map(|(k, _)| k))
+            .collect();
+        let text: Vec<String> = text_stats(server.port(), "")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert!(ok, "{name}: memcstat --binary:\n{out}");
+        assert_eq!(keys, text, "{name}: memcstat --binary keys");
+    }
+}
