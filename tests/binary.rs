@@ -1337,3 +1337,26 @@ fn libmemcached_clients_speak_binary() {
         assert_eq!(keys, text, "{name}: memcstat --binary keys");
     }
 }
+
+/// `-M` with memory full: a set is refused with memcached's words (after a
+/// different number of items: each server lays memory out its own way).
+#[test]
+fn out_of_memory_without_evictions() {
+    let pair = Pair::start(&["-M", "-m", "2"]);
+    let first_refusal = |port: u16| {
+        let mut client = Client::connect(port);
+        for i in 0..200 {
+            let (lines, _) = client.exchange(
+                &store(SETQ, &format!("oom{i}"), 0, 0, &[b'v'; 100_000]),
+                true,
+            );
+            if !lines.is_empty() {
+                return lines;
+            }
+        }
+        panic!("port {port}: 20 MB stored in 2 MB");
+    };
+    let want = first_refusal(pair.reference.port());
+    assert!(want[0].contains("status=0082"), "memcached: {want:?}");
+    assert_eq!(first_refusal(pair.target.port()), want);
+}
