@@ -1360,3 +1360,39 @@ fn out_of_memory_without_evictions() {
     assert!(want[0].contains("status=0082"), "memcached: {want:?}");
     assert_eq!(first_refusal(pair.target.port()), want);
 }
+
+/// `-o idle_timeout`: a binary connection inside a header is idle and closed,
+/// one whose header is in and whose value is arriving is not.
+#[test]
+fn idle_timeout_judges_binary_connections_as_memcached() {
+    let pair = Pair::start(&["-o", "idle_timeout=1"]);
+    let mut partial_value = store(SET, "idle", 0, 0, b"0123456789");
+    partial_value.truncate(partial_value.len() - 4);
+    let requests = [
+        ("half a header", simple(NOOP)[..10].to_vec()),
+        ("half a value", partial_value),
+    ];
+    for (what, request) in requests {
+        let outcome = |port: u16| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            // memcached checks about once a second: closed within 5 s.
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(&request).unwrap();
+            let mut buf = [0u8; 64];
+            match s.read(&mut buf) {
+                Ok(0) => "closed".to_string(),
+                Ok(n) => format!("answered {}", escape(&buf[..n])),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    "open".to_string()
+                }
+                Err(_) => "closed".to_string(),
+            }
+        };
+        let (want, got) = thread::scope(|s| {
+            let want = s.spawn(|| outcome(pair.reference.port()));
+            let got = s.spawn(|| outcome(pair.target.port()));
+            (want.join().unwrap(), got.join().unwrap())
+        });
+        assert_eq!(want, got, "{what}");
+    }
+}

@@ -390,8 +390,12 @@ impl Worker {
                 self.service(i);
                 continue;
             }
-            let between_requests =
-                c.output_pending() == 0 && c.swallow == 0 && !c.input.pending().contains(&b'\n');
+            // Inside a request: a whole text line or binary header is in.
+            let inside = match c.binary {
+                Some(true) => c.input.len() >= protocol::binary::HEADER_LEN,
+                _ => c.input.pending().contains(&b'\n'),
+            };
+            let between_requests = c.output_pending() == 0 && c.swallow == 0 && !inside;
             if !idle.is_zero() && c.last_active.elapsed() >= idle && between_requests {
                 self.ctx.store.counters().incr(Counter::idle_kicks);
                 self.close(i);
