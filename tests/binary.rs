@@ -1024,7 +1024,15 @@ fn stat_groups_give_the_text_pairs() {
             ]),
             true,
         );
-        for group in ["", "settings", "items", "slabs", "sizes"] {
+        // `workers` is ours (memcached: "Not found"; docs/compatibility.md).
+        let ours: &[&str] = match server.kind() {
+            Kind::Shmcached => &["workers"],
+            Kind::Memcached => &[],
+        };
+        for &group in ["", "settings", "items", "slabs", "sizes"]
+            .iter()
+            .chain(ours)
+        {
             let binary = binary_stats(port, group);
             let text = text_stats(port, group);
             let keys =
