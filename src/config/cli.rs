@@ -377,8 +377,7 @@ usage: shmcached [options] [num_elements [element_size]]
                           starvation (default: 20)
 -C, --disable-cas         disable use of CAS
 -b, --listen-backlog=<num> set the backlog queue limit (default: 1024)
--B, --protocol=<name>     protocol - one of ascii or auto (default: auto);
-                          binary is not supported yet
+-B, --protocol=<name>     protocol - one of ascii, binary, or auto (default: auto)
 -I, --max-item-size=<num> adjusts max item size
                           (default: 1m, min: 1k, max: 1g; k, m, g suffixes)
 -F, --disable-flush-all   disable flush_all command
@@ -516,7 +515,7 @@ pub(crate) fn help_man() -> String {
     }
     out.push_str(&format!(
         ".SH DESCRIPTION\n\
-         shmcached speaks memcached's text protocol. A supervisor process forks worker \
+         shmcached speaks memcached's text and binary protocols. A supervisor process forks worker \
          processes that accept on one port and serve one hashtable kept in a shared\\-memory \
          segment in /dev/shm; a worker that dies is respawned and the others go on serving \
          the same data. It takes memcached's flags, and the same settings from a TOML file \
@@ -624,6 +623,7 @@ mod tests {
             (&["-b", "16"], |s| s.backlog = 16),
             (&["-B", "auto"], |_| {}),
             (&["-B", "ascii"], |s| s.protocol = Dialect::Ascii),
+            (&["-B", "binary"], |s| s.protocol = Dialect::Binary),
             (&["-R", "1"], |s| s.reqs_per_event = 1),
             (&["-P", "/run/shmcached.pid"], |s| {
                 s.pid_file = Some(PathBuf::from("/run/shmcached.pid"))
@@ -862,10 +862,6 @@ mod tests {
             (
                 &["-b", "2147483648"],
                 "-b 2147483648: out of range (1..2147483647)",
-            ),
-            (
-                &["-B", "binary"],
-                "-B binary: binary protocol not supported yet",
             ),
             (
                 &["-B", "xx"],
@@ -1116,9 +1112,24 @@ mod tests {
                 panic!("{args:?}")
             };
             assert_eq!(s.auth_file.as_deref(), Some(path.as_path()));
+            // As memcached: authentication is a text-protocol feature.
+            assert_eq!(s.protocol, Dialect::Ascii);
             let auth = s.auth.expect("credentials");
             assert!(auth.check(b"user", b"secret") && auth.check(b"other", b"pw2"));
             assert!(!auth.check(b"user", b"pw2"));
+        }
+        let Ok(Action::Run(s)) = run(&["-B", "ascii", "-Y", &shown]) else {
+            panic!("-B ascii -Y")
+        };
+        assert_eq!(s.protocol, Dialect::Ascii);
+        for protocol in ["binary", "auto"] {
+            assert_eq!(
+                run(&["-Y", &shown, "-B", protocol]),
+                Err(format!(
+                    "-B {protocol}: You cannot allow the BINARY protocol while using ascii \
+                     authentication tokens."
+                ))
+            );
         }
         std::fs::write(&path, "user:secret\n\n").unwrap();
         let malformed = run(&["-Y", &shown]);

@@ -417,6 +417,7 @@ mod tests {
             ("shutdown_enabled = true", |s| s.shutdown_enabled = true),
             ("backlog = 16", |s| s.backlog = 16),
             ("protocol = \"ascii\"", |s| s.protocol = Dialect::Ascii),
+            ("protocol = \"binary\"", |s| s.protocol = Dialect::Binary),
             ("reqs_per_event = 5", |s| s.reqs_per_event = 5),
             ("pid_file = \"/run/x.pid\"", |s| {
                 s.pid_file = Some("/run/x.pid".into())
@@ -668,10 +669,6 @@ mod tests {
             (
                 "backlog = 0",
                 "line 1: backlog = 0: Listen backlog must be greater than 0",
-            ),
-            (
-                "protocol = \"binary\"",
-                "line 1: protocol = \"binary\": binary protocol not supported yet",
             ),
             (
                 "protocol = \"text\"",

@@ -53,7 +53,8 @@ pub struct Settings {
     pub shutdown_enabled: bool,
     /// `-b`: listen backlog (1024).
     pub backlog: u32,
-    /// `-B`: `auto` or `ascii` (binary comes with a later issue: refused for now).
+    /// `-B`: `auto` (the first byte of a connection decides), `ascii` or `binary`;
+    /// `-Y` makes it `ascii`.
     pub protocol: crate::protocol::Dialect,
     /// `-R`: max requests handled per connection per event (20).
     pub reqs_per_event: u32,

@@ -230,6 +230,16 @@ impl RawSettings {
         if let Some(g) = &self.auth_file {
             s.auth = Some(Credentials::load(&g.value).map_err(|msg| g.origin.error(msg))?);
             s.auth_file = Some(g.value.clone());
+            // memcached: -Y speaks text only; a -B other than ascii is an error.
+            match &self.protocol {
+                Some(p) if s.protocol != Dialect::Ascii => {
+                    return Err(p.origin.error(
+                        "You cannot allow the BINARY protocol while using ascii authentication \
+                         tokens.",
+                    ));
+                }
+                _ => s.protocol = Dialect::Ascii,
+            }
         }
         if let Some(g) = &self.drain_timeout_secs {
             s.drain_timeout = Duration::from_secs(in_range(g, 0, TIMEOUT_SECS_MAX)?);
@@ -369,7 +379,7 @@ fn protocol(g: &Given<String>) -> Result<Dialect, ConfigError> {
     match g.value.as_str() {
         "auto" => Ok(Dialect::Auto),
         "ascii" => Ok(Dialect::Ascii),
-        "binary" => Err(g.origin.error("binary protocol not supported yet")),
+        "binary" => Ok(Dialect::Binary),
         other => Err(g.origin.error(format_args!(
             "Invalid value for binding protocol: {other} -- should be one of auto, binary, or ascii"
         ))),

@@ -10,10 +10,14 @@
 //!   `DELETE` in upper case. Its replies are rendered by `reply::seed_*` and the
 //!   connection closes after each one.
 //!
+//! memcached's binary protocol (`binary.rs`) has its own request type and
+//! entry point: a connection speaks one or the other (see [`Dialect`]).
+//!
 //! With `-Y`, a connection that has not authenticated yet is read by
 //! [`auth::parse`] instead, as memcached reads it.
 
 pub mod auth;
+pub mod binary;
 pub mod meta;
 pub mod render;
 pub mod reply;
@@ -159,12 +163,13 @@ pub enum Refusal {
     BadDataChunk,
 }
 
-/// Which dialects a listener accepts (`-B`). Binary is a later issue; `auto`
-/// behaves as `ascii` for now.
+/// Which protocol a connection speaks (`-B`): with `Auto` its first byte
+/// decides, as in memcached (0x80 = binary, anything else = text).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Auto,
     Ascii,
+    Binary,
 }
 
 /// Limits the parser needs from the settings.

@@ -101,6 +101,8 @@ pub struct Conn {
     pub handled: bool,
     /// This connection's entry in the worker's connection table, if it got one.
     pub entry: Option<usize>,
+    /// Speaks the binary protocol; `None` until its first byte decides (`-B`).
+    pub binary: Option<bool>,
 }
 
 impl Conn {
@@ -122,14 +124,18 @@ impl Conn {
             authenticated,
             handled: false,
             entry: None,
+            binary: None,
         }
     }
 
-    /// The buffer starts with a whole command line. Only the line's possible
-    /// length is searched, not a large data block behind it (this runs after
-    /// every event).
+    /// The buffer starts with a whole command line (binary: a whole header).
+    /// Only the line's possible length is searched, not a large data block
+    /// behind it (this runs after every event).
     fn command_line_complete(&self) -> bool {
         let pending = self.input.pending();
+        if self.binary == Some(true) {
+            return pending.len() >= crate::protocol::binary::HEADER_LEN;
+        }
         pending[..pending.len().min(crate::protocol::LINE_MAX + 2)].contains(&b'\n')
     }
 

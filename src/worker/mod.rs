@@ -1,6 +1,7 @@
 //! A worker process: one mio event loop over its slot's listening sockets and
 //! all the connections it accepted. Single-threaded; many connections.
 
+mod binary;
 mod conn;
 mod exec;
 pub mod handoff;
@@ -19,7 +20,7 @@ use slog::{Logger, debug, info, warn};
 
 use crate::config::Settings;
 use crate::protocol::auth::{self, AuthRequest};
-use crate::protocol::{self, Limits, Parsed, Refusal, reply, seed};
+use crate::protocol::{self, Dialect, Limits, Parsed, Refusal, reply, seed};
 use crate::store::Store;
 use crate::store::conns::{CONNS_PER_WORKER, ConnState};
 use crate::store::prefix::PrefixOp;
@@ -401,8 +402,12 @@ impl Worker {
                 self.service(i);
                 continue;
             }
-            let between_requests =
-                c.output_pending() == 0 && c.swallow == 0 && !c.input.pending().contains(&b'\n');
+            // Inside a request: a whole text line or binary header is in.
+            let inside = match c.binary {
+                Some(true) => c.input.len() >= protocol::binary::HEADER_LEN,
+                _ => c.input.pending().contains(&b'\n'),
+            };
+            let between_requests = c.output_pending() == 0 && c.swallow == 0 && !inside;
             if !idle.is_zero() && c.last_active.elapsed() >= idle && between_requests {
                 self.ctx.store.counters().incr(Counter::idle_kicks);
                 self.close(i);
@@ -498,6 +503,17 @@ fn run_requests(
     log: &Logger,
     budget: &mut usize,
 ) -> Option<After> {
+    if conn.binary.is_none() {
+        let first = *conn.input.pending().first()?;
+        conn.binary = Some(match ctx.settings.protocol {
+            Dialect::Auto => first == protocol::binary::REQUEST_MAGIC,
+            Dialect::Ascii => false,
+            Dialect::Binary => true,
+        });
+    }
+    if conn.binary == Some(true) {
+        return binary::run_requests(ctx, conn, log, budget);
+    }
     while conn.output_pending() < OUTPUT_HIGH && conn.swallow == 0 && *budget > 0 {
         let pending = conn.input.pending();
         if pending.is_empty() {
@@ -618,9 +634,11 @@ fn authenticate(ctx: &WorkerContext, conn: &mut Conn) -> Option<After> {
 }
 
 /// Most bytes a connection may hold unparsed: the largest value with its
-/// command line, twice over.
+/// command line, twice over, and at least the longest binary header, extras
+/// and key memcached reads before judging them.
 fn input_limit(limits: &Limits) -> usize {
-    2 * (limits.item_size_max.max(limits.seed_element_size) + protocol::LINE_MAX)
+    let largest = limits.item_size_max.max(limits.seed_element_size) + protocol::LINE_MAX;
+    (2 * largest).max(protocol::binary::LONGEST_HEADER)
 }
 
 /// The seed dialect's element size: set by the seed's positional arguments,

@@ -126,6 +126,7 @@ fn settings(ctx: &WorkerContext, out: &mut Vec<u8>) {
     let protocol = match s.protocol {
         Dialect::Auto => "auto-negotiate",
         Dialect::Ascii => "ascii",
+        Dialect::Binary => "binary",
     };
     stat(out, "binding_protocol", &protocol);
     stat(out, "auth_enabled_sasl", &"no");
