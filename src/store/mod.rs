@@ -362,6 +362,12 @@ impl Store {
                 return (StoreResult::NotStored, 0);
             }
             (StoreMode::Cas, None) => return (StoreResult::NotFound, 0),
+            // A binary append/prepend with a cas: memcached compares it.
+            (StoreMode::Append | StoreMode::Prepend, Some(it))
+                if cas_unique != 0 && it.cas.load(Relaxed) != cas_unique =>
+            {
+                return (StoreResult::Exists, 0);
+            }
             // With -C memcached answers EXISTS to every cas of an item.
             (StoreMode::Cas, Some(it))
                 if !self.cas_enabled || it.cas.load(Relaxed) != cas_unique =>
@@ -495,20 +501,42 @@ impl Store {
     /// [`Store::arith`], also giving the new item's cas-unique (0 unless a
     /// value was stored).
     pub fn arith_cas(&self, key: &[u8], incr: bool, delta: u64) -> (ArithResult, u64) {
+        self.arith_if_cas(key, incr, delta, 0)
+            .expect("no cas to compare")
+    }
+
+    /// [`Store::arith_cas`] only if the item's cas-unique is `expected` (0 =
+    /// any), as the binary protocol's incr/decr with a cas: `None` when it
+    /// differs (memcached checks it after an empty value, before the number).
+    pub fn arith_if_cas(
+        &self,
+        key: &[u8],
+        incr: bool,
+        delta: u64,
+        expected: u64,
+    ) -> Option<(ArithResult, u64)> {
         let now = unix_now();
         let hash = hash_key(key);
         let _s = self.stripe_for(hash).lock().repaired_trivially();
         let Some(found) = self.lookup(hash, key, now) else {
-            return (ArithResult::NotFound, 0);
+            return Some((ArithResult::NotFound, 0));
         };
         let old = self.value(found.1);
-        let Some(value) = parse_counter(old) else {
-            return (ArithResult::NonNumeric, 0);
-        };
-        match self.apply_delta(key, hash, found, value, incr, delta, now, false) {
-            Ok((value, new)) => (ArithResult::Value(value), self.item(new).cas.load(Relaxed)),
-            Err(e) => (e, 0),
+        if old.is_empty() {
+            return Some((ArithResult::NonNumeric, 0));
         }
+        if expected != 0 && self.item(found.1).cas.load(Relaxed) != expected {
+            return None;
+        }
+        let Some(value) = parse_counter(old) else {
+            return Some((ArithResult::NonNumeric, 0));
+        };
+        Some(
+            match self.apply_delta(key, hash, found, value, incr, delta, now, false) {
+                Ok((value, new)) => (ArithResult::Value(value), self.item(new).cas.load(Relaxed)),
+                Err(e) => (e, 0),
+            },
+        )
     }
 
     /// The rest of incr/decr once the old `value` is read (stripe lock

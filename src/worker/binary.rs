@@ -270,7 +270,10 @@ fn execute(ctx: &WorkerContext, h: &Header, request: &Request<'_>, out: &mut Vec
                 }
                 Flow::Next
             };
-            match store.arith_cas(key, incr, delta) {
+            let Some(result) = store.arith_if_cas(key, incr, delta, h.cas) else {
+                return fail(out, h, status::KEY_EEXISTS);
+            };
+            match result {
                 (ArithResult::Value(v), cas) => {
                     counters.incr(hit);
                     counted(out, v, cas)
