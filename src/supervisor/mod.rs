@@ -22,7 +22,7 @@ use slog::{Logger, error, info, warn};
 
 use crate::config::{self, Action, Settings};
 use crate::store::segment::LayoutParams;
-use crate::store::{Store, StoreParams};
+use crate::store::{Opened, Store, StoreParams};
 use crate::worker::handoff::Mailboxes;
 use crate::worker::{self, Worker};
 use daemon::{Detached, StartReport};
@@ -103,10 +103,15 @@ struct Origin {
 /// A daemon runs in /: the pid file it was told of is relative to where it
 /// was started.
 fn anchor_paths(settings: &mut Settings, cwd: Option<&Path>) {
-    if let (Some(path), Some(cwd)) = (&mut settings.pid_file, cwd)
-        && path.is_relative()
+    for path in [&mut settings.pid_file, &mut settings.memory_file]
+        .into_iter()
+        .flatten()
     {
-        *path = cwd.join(&*path);
+        if let Some(cwd) = cwd
+            && path.is_relative()
+        {
+            *path = cwd.join(&*path);
+        }
     }
 }
 
@@ -122,7 +127,8 @@ mod signals {
     /// Async-signal-safe: atomic stores and one write(2).
     pub extern "C" fn handler(sig: libc::c_int) {
         match sig {
-            libc::SIGTERM | libc::SIGINT => TERM.store(true, SeqCst),
+            // SIGUSR1: memcached's graceful stop (which saves the cache with -e).
+            libc::SIGTERM | libc::SIGINT | libc::SIGUSR1 => TERM.store(true, SeqCst),
             libc::SIGCHLD => CHILD.store(true, SeqCst),
             libc::SIGHUP => HUP.store(true, SeqCst),
             _ => {}
@@ -215,15 +221,7 @@ impl Supervisor {
         if let Some(user) = user {
             drop_privileges(&user)?;
         }
-        let store = Store::create(StoreParams {
-            layout: LayoutParams {
-                memory_limit: settings.memory_limit,
-                item_size_max: settings.item_size_max as u64,
-                workers: slots,
-            },
-            evictions: settings.evictions,
-            cas_enabled: settings.cas_enabled,
-        })?;
+        let store = open_store(&settings, slots, &log)?;
         let mailboxes = Mailboxes::new(slots as usize).map_err(|e| format!("socketpair: {e}"))?;
         if let Some(path) = &settings.pid_file {
             std::fs::write(path, format!("{}\n", std::process::id()))
@@ -239,6 +237,7 @@ impl Supervisor {
                 Signal::SIGINT,
                 Signal::SIGCHLD,
                 Signal::SIGHUP,
+                Signal::SIGUSR1,
             ],
         )?;
         let port = listeners[0][0].local_addr().map(|a| a.port()).unwrap_or(0);
@@ -414,7 +413,7 @@ impl Supervisor {
     fn become_worker(&mut self, i: usize, mask: &SigSet) -> i32 {
         signals::PIPE_WRITE.store(-1, SeqCst);
         if install(worker::on_drain_signal, &[Signal::SIGTERM, Signal::SIGINT]).is_err()
-            || reset(&[Signal::SIGCHLD, Signal::SIGHUP]).is_err()
+            || reset(&[Signal::SIGCHLD, Signal::SIGHUP, Signal::SIGUSR1]).is_err()
             || signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None).is_err()
         {
             return 1;
@@ -799,7 +798,8 @@ impl Supervisor {
             self.wait_for_signal(Duration::from_millis(50));
             self.reap(false);
         }
-        if self.live_workers() > 0 {
+        let killed = self.live_workers() > 0;
+        if killed {
             warn!(self.log, "drain timed out; killing workers"; "left" => self.live_workers());
             for s in &self.slots {
                 if let Some(pid) = s.pid {
@@ -819,6 +819,16 @@ impl Supervisor {
         }
         if let Some(path) = &self.settings.pid_file {
             let _ = std::fs::remove_file(path);
+        }
+        if self.store().is_persistent() {
+            if killed {
+                warn!(self.log, "memory file left unclean: workers were killed; the next start checks it";
+                      "memory_file" => self.store().segment_path());
+            } else {
+                self.store().mark_clean();
+                info!(self.log, "memory file saved: the next start serves its items";
+                      "memory_file" => self.store().segment_path());
+            }
         }
         info!(self.log, "shutdown complete");
         0 // dropping `self.store` removes the segment
@@ -885,6 +895,42 @@ impl Supervisor {
         while matches!(nix::unistd::read(&self.wake.0, &mut buf), Ok(n) if n > 0) {}
         ready
     }
+}
+
+/// What the store is made from, for these settings and slots.
+fn store_params(settings: &Settings, slots: u32) -> StoreParams {
+    StoreParams {
+        layout: LayoutParams {
+            memory_limit: settings.memory_limit,
+            item_size_max: settings.item_size_max as u64,
+            workers: slots,
+        },
+        evictions: settings.evictions,
+        cas_enabled: settings.cas_enabled,
+    }
+}
+
+/// A private segment, or (`-e`) the memory file, attached if a previous
+/// instance left one with this layout.
+fn open_store(settings: &Settings, slots: u32, log: &Logger) -> Result<Store, String> {
+    let params = store_params(settings, slots);
+    let Some(path) = &settings.memory_file else {
+        return Store::create(params);
+    };
+    let (store, opened) = Store::open_file(params, path)?;
+    let file = path.display().to_string();
+    match opened {
+        Opened::New => info!(log, "memory file created"; "memory_file" => file),
+        Opened::Restored { clean, items } => {
+            info!(log, "warm restart: cache restored"; "memory_file" => file, "items" => items,
+                  "stopped_cleanly" => clean)
+        }
+        Opened::Discarded(why) => {
+            warn!(log, "warm restart: memory file discarded; starting with an empty cache";
+                  "memory_file" => file, "reason" => why)
+        }
+    }
+    Ok(store)
 }
 
 fn install(handler: extern "C" fn(libc::c_int), sigs: &[Signal]) -> Result<(), String> {

@@ -64,6 +64,7 @@ pub fn plan(running: &Settings, mut wanted: Settings) -> Plan {
         backlog => "backlog",
         user => "user",
         pid_file => "pid_file",
+        memory_file => "memory_file",
         seed_num_elements => "seed_num_elements",
         seed_element_size => "seed_element_size",
         daemonize => "daemonize",

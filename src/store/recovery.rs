@@ -1,0 +1,162 @@
+//! Warm restart: checking a memory file left by a previous instance before
+//! anything of it is served.
+//!
+//! With the segment on a tmpfs, SIGKILL cannot tear a page: every store a
+//! process made is in the page cache. What a crash can leave is what the
+//! crash-safety rules allow (item.rs, slab.rs): a chunk allocated but not
+//! published (INFLIGHT), one published whose state word was not yet set, one
+//! unlinked but not yet freed, slab lists half edited. All of those are
+//! settled from the chunks' states. Anything else (an id out of bounds, a
+//! chunk of the wrong class, a key that does not hash to its bucket, a cycle)
+//! would be a bug or foreign bytes: the whole cache is then discarded, never
+//! served (docs/decisions.md says why there is no per-value checksum).
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::item::{FREE, INFLIGHT, ITEM_HEADER, LINKED};
+use super::{NONE, Store, hash_key};
+
+/// memcached's KEY_MAX_LENGTH.
+const KEY_MAX: usize = 250;
+
+impl Store {
+    /// Check every hash chain and every chunk, settle what a crash left, and
+    /// rebuild every class's lists and counts. Returns the items kept, or why
+    /// the segment cannot be trusted. Only while no other process maps it.
+    pub(super) fn check_and_rebuild(&self) -> Result<u64, String> {
+        let l = &self.layout;
+        let pages_used = self.header().pages_used.load(Relaxed);
+        if pages_used > l.page_count {
+            return Err(format!(
+                "{pages_used} pages in use of {} in all",
+                l.page_count
+            ));
+        }
+        for page in 0..l.page_count {
+            let class = self.page_class(page).load(Relaxed) as usize;
+            if class > self.classes.len() || (page >= pages_used && class != 0) {
+                return Err(format!("page {page} has the bad class byte {class}"));
+            }
+        }
+        for (c, class) in self.classes.iter().enumerate() {
+            let size = class.chunk_size.load(Relaxed);
+            if size != l.class_sizes[c]
+                || class.per_page.load(Relaxed) as u64 != l.page_size / size as u64
+            {
+                return Err(format!("slab class {c} has chunk size {size}"));
+            }
+            let cur = class.cur_page.load(Relaxed);
+            if cur != NONE
+                && (cur >= pages_used || self.page_class(cur).load(Relaxed) as usize != c + 1)
+            {
+                return Err(format!(
+                    "slab class {c} carves page {cur}, not one of its own"
+                ));
+            }
+            let pages = (0..pages_used)
+                .filter(|&p| self.page_class(p).load(Relaxed) as usize == c + 1)
+                .count() as u32;
+            class.pages.store(pages, Relaxed);
+        }
+        let mut reached = vec![0u64; (self.arena_len / 8) as usize / 64 + 1];
+        for b in 0..self.buckets.len() {
+            let mut id = self.buckets[b].load(Relaxed);
+            while id != 0 {
+                let why = |what: &str| format!("hash bucket {b}: item {id} {what}");
+                let c = self.chunk_class(id).map_err(|e| why(&e))?;
+                let bit = (id as usize - 1, 1u64 << ((id as usize - 1) % 64));
+                if reached[bit.0 / 64] & bit.1 != 0 {
+                    return Err(why("is reached twice (a cycle or a shared chain)"));
+                }
+                reached[bit.0 / 64] |= bit.1;
+                let it = self.item(id);
+                match it.state() {
+                    LINKED => {}
+                    // Published before its state word was set: complete.
+                    INFLIGHT => it
+                        .word
+                        .store(LINKED | (it.word.load(Relaxed) & 0xff00), Relaxed),
+                    s => return Err(why(&format!("is in a chain with state {s}"))),
+                }
+                if it.class.load(Relaxed) as usize != c {
+                    return Err(why("names another class than its page"));
+                }
+                let nkey = it.nkey.load(Relaxed) as usize;
+                let size = ITEM_HEADER + nkey + it.nbytes.load(Relaxed) as usize;
+                if nkey == 0 || nkey > KEY_MAX || size > l.class_sizes[c] as usize {
+                    return Err(why("has a key or value length that does not fit"));
+                }
+                let hash = it.hash.load(Relaxed);
+                if hash_key(self.key(id)) != hash
+                    || !std::ptr::eq(self.bucket(hash), &self.buckets[b])
+                {
+                    return Err(why("has a key that does not hash to its bucket"));
+                }
+                id = it.next.load(Relaxed);
+            }
+        }
+        // Chunks no chain reaches are free: allocated and never published, or
+        // unlinked by a worker that died before freeing them.
+        for page in 0..pages_used {
+            let c = match self.page_class(page).load(Relaxed) {
+                0 => continue,
+                n => n as usize - 1,
+            };
+            let class = self.class(c);
+            let end = if class.cur_page.load(Relaxed) == page {
+                class
+                    .cur_next
+                    .load(Relaxed)
+                    .min(class.per_page.load(Relaxed))
+            } else {
+                class.per_page.load(Relaxed)
+            };
+            for idx in 0..end {
+                let id = self.chunk_id(c, page, idx);
+                let it = self.item(id);
+                let bit = (id as usize - 1, 1u64 << ((id as usize - 1) % 64));
+                match it.state() {
+                    FREE => {}
+                    LINKED | INFLIGHT if reached[bit.0 / 64] & bit.1 == 0 => {
+                        it.word.store(FREE, Relaxed)
+                    }
+                    LINKED | INFLIGHT => {}
+                    s => return Err(format!("chunk {id} has the bad state {s}")),
+                }
+            }
+        }
+        let mut items = 0;
+        for c in 0..self.classes.len() {
+            self.rebuild_class(c);
+            items += self.class(c).curr_items.load(Relaxed);
+        }
+        Ok(items)
+    }
+
+    /// The class of the page holding chunk `id`, if `id` is the start of a
+    /// chunk handed out from it.
+    fn chunk_class(&self, id: u32) -> Result<usize, String> {
+        if !self.valid_id(id) {
+            return Err("is outside the arena".into());
+        }
+        let off = (id as u64 - 1) * 8;
+        let page = (off / self.layout.page_size) as u32;
+        let c = match self.page_class(page).load(Relaxed) {
+            0 => return Err(format!("lies in page {page}, which no class owns")),
+            n => n as usize - 1,
+        };
+        let class = self.class(c);
+        let size = class.chunk_size.load(Relaxed) as u64;
+        let within = off % self.layout.page_size;
+        let idx = within / size;
+        let carved = if class.cur_page.load(Relaxed) == page {
+            class.cur_next.load(Relaxed) as u64
+        } else {
+            class.per_page.load(Relaxed) as u64
+        };
+        if !within.is_multiple_of(size) || idx >= carved {
+            return Err(format!("is not a chunk handed out by slab class {c}"));
+        }
+        Ok(c)
+    }
+}
