@@ -52,8 +52,13 @@ pub struct StoreParams {
 pub enum Opened {
     /// Missing or empty: a new cache.
     New,
-    /// A previous instance's cache, checked: `items` are served again.
-    Restored { clean: bool, items: u64 },
+    /// A previous instance's cache, checked: `items` are served again;
+    /// `settled` chunks had been left half-done by a crash (now linked or free).
+    Restored {
+        clean: bool,
+        items: u64,
+        settled: u64,
+    },
     /// A previous instance's cache that could not be trusted: empty now.
     Discarded(String),
 }
@@ -147,7 +152,14 @@ impl Store {
             .store(0, std::sync::atomic::Ordering::SeqCst);
         let store = Store::on(seg, p);
         match store.check_and_rebuild() {
-            Ok(items) => Ok((store, Opened::Restored { clean, items })),
+            Ok((items, settled)) => Ok((
+                store,
+                Opened::Restored {
+                    clean,
+                    items,
+                    settled,
+                },
+            )),
             Err(why) => {
                 store.seg.wipe(p.cas_enabled);
                 let why = if clean {

@@ -21,9 +21,10 @@ const KEY_MAX: usize = 250;
 
 impl Store {
     /// Check every hash chain and every chunk, settle what a crash left, and
-    /// rebuild every class's lists and counts. Returns the items kept, or why
-    /// the segment cannot be trusted. Only while no other process maps it.
-    pub(super) fn check_and_rebuild(&self) -> Result<u64, String> {
+    /// rebuild every class's lists and counts. Returns the items kept and the
+    /// chunks whose state a crash had left half-done, or why the segment
+    /// cannot be trusted. Only while no other process maps it.
+    pub(super) fn check_and_rebuild(&self) -> Result<(u64, u64), String> {
         let l = &self.layout;
         let pages_used = self.header().pages_used.load(Relaxed);
         if pages_used > l.page_count {
@@ -58,6 +59,7 @@ impl Store {
                 .count() as u32;
             class.pages.store(pages, Relaxed);
         }
+        let mut settled = 0;
         let mut reached = vec![0u64; (self.arena_len / 8) as usize / 64 + 1];
         for b in 0..self.buckets.len() {
             let mut id = self.buckets[b].load(Relaxed);
@@ -73,9 +75,11 @@ impl Store {
                 match it.state() {
                     LINKED => {}
                     // Published before its state word was set: complete.
-                    INFLIGHT => it
-                        .word
-                        .store(LINKED | (it.word.load(Relaxed) & 0xff00), Relaxed),
+                    INFLIGHT => {
+                        it.word
+                            .store(LINKED | (it.word.load(Relaxed) & 0xff00), Relaxed);
+                        settled += 1;
+                    }
                     s => return Err(why(&format!("is in a chain with state {s}"))),
                 }
                 if it.class.load(Relaxed) as usize != c {
@@ -118,7 +122,8 @@ impl Store {
                 match it.state() {
                     FREE => {}
                     LINKED | INFLIGHT if reached[bit.0 / 64] & bit.1 == 0 => {
-                        it.word.store(FREE, Relaxed)
+                        it.word.store(FREE, Relaxed);
+                        settled += 1;
                     }
                     LINKED | INFLIGHT => {}
                     s => return Err(format!("chunk {id} has the bad state {s}")),
@@ -130,7 +135,7 @@ impl Store {
             self.rebuild_class(c);
             items += self.class(c).curr_items.load(Relaxed);
         }
-        Ok(items)
+        Ok((items, settled))
     }
 
     /// The class of the page holding chunk `id`, if `id` is the start of a
@@ -158,5 +163,150 @@ impl Store {
             return Err(format!("is not a chunk handed out by slab class {c}"));
         }
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::item::{FREE, INFLIGHT, LINKED};
+    use super::super::segment::LayoutParams;
+    use super::super::{Opened, Store, StoreParams};
+    use crate::protocol::StoreMode;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    fn params() -> StoreParams {
+        StoreParams {
+            layout: LayoutParams {
+                memory_limit: 4 << 20,
+                item_size_max: 1 << 20,
+                workers: 2,
+            },
+            evictions: true,
+            cas_enabled: true,
+        }
+    }
+
+    struct TempFile(std::path::PathBuf);
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn temp(tag: &str) -> TempFile {
+        let p =
+            std::env::temp_dir().join(format!("shmcached-recovery-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        TempFile(p)
+    }
+
+    fn open(path: &std::path::Path) -> (Store, Opened) {
+        let (mut s, o) = Store::open_file(params(), path).unwrap();
+        s.act_as_slot(0);
+        (s, o)
+    }
+
+    fn value(s: &Store, key: &[u8]) -> Option<Vec<u8>> {
+        let mut out = None;
+        s.get(key, None, |h| out = Some(h.data.to_vec()));
+        out
+    }
+
+    #[test]
+    fn what_a_crash_leaves_half_done_is_settled() {
+        let f = temp("settle");
+        let (s, o) = open(&f.0);
+        assert_eq!(o, Opened::New);
+        for i in 0..50u32 {
+            let k = format!("k{i}");
+            s.store(StoreMode::Set, k.as_bytes(), i, 0, b"value", 0);
+        }
+        // A chunk allocated and never published (the worker died filling it).
+        let hash = super::hash_key(b"lost");
+        let orphan = s
+            .alloc_item(b"lost", hash, 5, super::super::unix_now())
+            .ok()
+            .unwrap();
+        // A chunk published whose state word was not yet set.
+        let published = s.lookup(super::hash_key(b"k7"), b"k7", 0).unwrap().1;
+        s.item(published).word.store(INFLIGHT, Relaxed);
+        // A chunk unlinked whose free did not happen.
+        let (link, gone) = s.lookup(super::hash_key(b"k9"), b"k9", 0).unwrap();
+        link.store(s.item(gone).next.load(Relaxed), Relaxed);
+        // Lists half edited.
+        let c = s.item(published).class.load(Relaxed) as usize;
+        s.class(c).lru_head.store(0, Relaxed);
+        s.class(c).free_head.store(12345, Relaxed);
+        drop(s);
+
+        let (s, o) = open(&f.0);
+        assert_eq!(
+            o,
+            Opened::Restored {
+                clean: false,
+                items: 49,
+                settled: 3
+            }
+        );
+        assert_eq!(s.item(orphan).state(), FREE);
+        assert_eq!(s.item(gone).state(), FREE);
+        assert_eq!(s.item(published).state(), LINKED);
+        assert_eq!(value(&s, b"k7").as_deref(), Some(&b"value"[..]));
+        assert_eq!(value(&s, b"k9"), None);
+        assert_eq!(s.items_and_bytes().0, 49);
+        // The lists work: fill past memory, evicting.
+        for i in 0..20_000u32 {
+            let k = format!("n{i}");
+            assert_eq!(
+                s.store(StoreMode::Set, k.as_bytes(), 0, 0, &[b'x'; 100], 0),
+                super::super::StoreResult::Stored
+            );
+        }
+    }
+
+    #[test]
+    fn a_clean_file_keeps_items_cas_and_flush_marks() {
+        let f = temp("clean");
+        let (s, _) = open(&f.0);
+        s.store(StoreMode::Set, b"a", 1, 0, b"1", 0);
+        s.store(StoreMode::Set, b"b", 2, 1000, b"22", 0);
+        let cas = s.header().cas.load(Relaxed);
+        s.header().oldest_live.store(5, Relaxed);
+        s.mark_clean();
+        drop(s);
+        let (s, o) = open(&f.0);
+        assert_eq!(
+            o,
+            Opened::Restored {
+                clean: true,
+                items: 2,
+                settled: 0
+            }
+        );
+        assert_eq!(s.header().clean.load(Relaxed), 0, "dirty while served");
+        assert_eq!(s.header().cas.load(Relaxed), cas);
+        assert_eq!(s.header().oldest_live.load(Relaxed), 5);
+        assert_eq!(value(&s, b"b").as_deref(), Some(&b"22"[..]));
+    }
+
+    #[test]
+    fn a_broken_chain_discards_everything() {
+        let f = temp("broken");
+        let (s, _) = open(&f.0);
+        s.store(StoreMode::Set, b"a", 1, 0, b"1", 0);
+        s.store(StoreMode::Set, b"b", 1, 0, b"1", 0);
+        let (_, a) = s.lookup(super::hash_key(b"a"), b"a", 0).unwrap();
+        // A cycle: a's chain comes back to a.
+        s.item(a).next.store(a, Relaxed);
+        drop(s);
+        let (s, o) = open(&f.0);
+        match o {
+            Opened::Discarded(why) => assert!(why.contains("reached twice"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(value(&s, b"b"), None);
+        assert_eq!(s.items_and_bytes(), (0, 0));
+        s.store(StoreMode::Set, b"c", 1, 0, b"1", 0);
+        assert!(value(&s, b"c").is_some());
     }
 }

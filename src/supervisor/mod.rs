@@ -921,9 +921,13 @@ fn open_store(settings: &Settings, slots: u32, log: &Logger) -> Result<Store, St
     let file = path.display().to_string();
     match opened {
         Opened::New => info!(log, "memory file created"; "memory_file" => file),
-        Opened::Restored { clean, items } => {
+        Opened::Restored {
+            clean,
+            items,
+            settled,
+        } => {
             info!(log, "warm restart: cache restored"; "memory_file" => file, "items" => items,
-                  "stopped_cleanly" => clean)
+                  "stopped_cleanly" => clean, "chunks_settled" => settled)
         }
         Opened::Discarded(why) => {
             warn!(log, "warm restart: memory file discarded; starting with an empty cache";
