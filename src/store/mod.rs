@@ -180,6 +180,12 @@ impl Store {
         Ok(Store::on(seg, p))
     }
 
+    /// An upgrade's preflight (in the new binary): would [`Store::adopt`]
+    /// accept the running segment at `path` with these parameters?
+    pub fn check_running(p: StoreParams, path: &std::path::Path) -> Result<(), String> {
+        segment::check_running(path, &Layout::new(p.layout)?, p.cas_enabled)
+    }
+
     /// A clean stop, with every worker gone: the next start may trust the
     /// segment (`-e`).
     pub fn mark_clean(&self) {

@@ -582,6 +582,7 @@ impl Segment {
 }
 
 /// How an image passes the segment to the next one (see [`Segment::handover`]).
+#[derive(Debug, PartialEq)]
 pub enum Handover {
     Shm(String),
     File(std::os::fd::RawFd, PathBuf),
@@ -600,6 +601,19 @@ impl Drop for Segment {
             // Segment (the Store that hands out references owns it).
             unsafe { libc::munmap(base.cast(), *len) };
         }
+    }
+}
+
+/// An upgrade's preflight, in the new binary: would it attach to the running
+/// segment at `path` with this layout? Reads the header only.
+pub fn check_running(path: &Path, layout: &Layout, cas_enabled: bool) -> Result<(), String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let header = read_header(&file, len).map_err(|e| e.to_string())?;
+    match judge(&header, layout, cas_enabled, len)? {
+        Found::Previous { .. } => Ok(()),
+        Found::Discarded(why) => Err(why),
+        Found::New => Err("the running segment is empty".into()),
     }
 }
 
