@@ -475,13 +475,10 @@ impl Supervisor {
     fn become_worker(&mut self, i: usize, mask: &SigSet) -> i32 {
         signals::PIPE_WRITE.store(-1, SeqCst);
         if install(worker::on_drain_signal, &[Signal::SIGTERM, Signal::SIGINT]).is_err()
-            || reset(&[
-                Signal::SIGCHLD,
-                Signal::SIGHUP,
-                Signal::SIGUSR1,
-                Signal::SIGUSR2,
-            ])
-            .is_err()
+            || reset(&[Signal::SIGCHLD, Signal::SIGHUP]).is_err()
+            // The supervisor's signals; one sent to every process of the
+            // unit (`systemctl kill`) must not end a worker.
+            || ignore(&[Signal::SIGUSR1, Signal::SIGUSR2]).is_err()
             || signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None).is_err()
         {
             return 1;
@@ -1221,6 +1218,15 @@ fn reset(sigs: &[Signal]) -> nix::Result<()> {
     let action = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     for &s in sigs {
         // SAFETY: restoring the default disposition.
+        unsafe { signal::sigaction(s, &action) }?;
+    }
+    Ok(())
+}
+
+fn ignore(sigs: &[Signal]) -> nix::Result<()> {
+    let action = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    for &s in sigs {
+        // SAFETY: ignoring a signal runs no code of ours.
         unsafe { signal::sigaction(s, &action) }?;
     }
     Ok(())
