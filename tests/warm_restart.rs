@@ -457,7 +457,8 @@ fn writer(port: u16, run: u64, id: usize, stop: Arc<AtomicBool>) -> HashMap<Stri
 #[test]
 fn sigkill_of_every_process_mid_writes_recovers_or_starts_empty_never_wrong() {
     let file = MemoryFile::new("kill");
-    // Small memory: writes evict, so the kill lands in every kind of update.
+    // Big values evict some keys: the kill lands in allocations, evictions
+    // and publications alike.
     let args = ["-m", "64", "-t", "3", "-e", file.arg()];
     let (mut restored_runs, mut discarded_runs, mut checked) = (0, 0, 0);
     let (mut lost_acked, mut settled) = (0, 0);
