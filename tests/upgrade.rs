@@ -82,12 +82,17 @@ struct Daemon {
 
 impl Daemon {
     fn start(binary: &Path, args: &[&str]) -> Daemon {
+        Daemon::start_with(binary, args, &[])
+    }
+
+    fn start_with(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let port = free_port();
         let log = binary.with_file_name(format!("log-{port}"));
         let out = fs::File::create(&log).unwrap();
         let child = Command::new(binary)
             .args(["-p", &port.to_string(), "-l", "127.0.0.1", "-u", "root"])
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -417,4 +422,68 @@ fn a_binary_that_cannot_take_over_leaves_the_old_one_serving() {
         0,
         "the upgraded image removes the segment at exit"
     );
+}
+
+/// The notifications a fake systemd received.
+fn notifications(socket: &std::os::unix::net::UnixDatagram) -> Vec<String> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = socket.recv(&mut buf) {
+        got.extend(
+            String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .map(str::to_string),
+        );
+    }
+    got
+}
+
+fn has_variable(pid: u32, name: &str) -> bool {
+    fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .any(|entry| entry.starts_with(format!("{name}=").as_bytes()))
+}
+
+#[test]
+fn under_systemd_the_main_pid_stays_and_ready_follows_the_upgrade() {
+    let install = Install::new("notify");
+    let path = install.dir.join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let d = Daemon::start_with(
+        &install.binary(),
+        &["-t", "2", "-m", "16"],
+        &[("NOTIFY_SOCKET", path.to_str().unwrap())],
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l| l == "READY=1") {
+        assert!(Instant::now() < deadline, "no READY=1: {seen:?}");
+        seen.extend(notifications(&socket));
+        thread::sleep(Duration::from_millis(20));
+    }
+    install.replace_with(Path::new(SHMCACHED));
+    upgrade(&d, &install, 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut after = Vec::new();
+    while !after.iter().any(|l| l == "READY=1") {
+        assert!(
+            Instant::now() < deadline,
+            "no READY=1 after the upgrade: {after:?}"
+        );
+        after.extend(notifications(&socket));
+        thread::sleep(Duration::from_millis(20));
+    }
+    let reloading = after.iter().position(|l| l == "RELOADING=1");
+    let ready = after.iter().position(|l| l == "READY=1");
+    assert!(reloading.is_some() && reloading < ready, "{after:?}");
+    // The new image took NOTIFY_SOCKET again, and keeps it from its workers.
+    for w in d.workers() {
+        assert!(
+            !has_variable(w, "NOTIFY_SOCKET"),
+            "worker {w} has NOTIFY_SOCKET"
+        );
+    }
+    assert!(!has_variable(d.pid(), "NOTIFY_SOCKET"));
 }
