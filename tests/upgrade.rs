@@ -23,6 +23,14 @@ use common::{SHMCACHED, SIGKILL, SIGTERM, children, descendants, free_port, is_a
 /// SIGUSR2 on Linux.
 const SIGUSR2: i32 = 12;
 
+/// One test at a time: a test writing a binary while another forks would
+/// leave the file open for writing in that child until it execs, and
+/// executing the file then fails with ETXTBSY ("Text file busy").
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A directory holding the "installed" binary, which the tests replace.
 struct Install {
     dir: PathBuf,
@@ -336,6 +344,7 @@ fn upgrade(d: &Daemon, install: &Install, n: usize) {
 
 #[test]
 fn sigusr2_under_load_refuses_no_connection_and_loses_no_write() {
+    let _turn = one_at_a_time();
     let install = Install::new("load");
     let memory_file = format!("/dev/shm/upgradetest-{}", std::process::id());
     let _ = fs::remove_file(&memory_file);
@@ -371,6 +380,7 @@ fn sigusr2_under_load_refuses_no_connection_and_loses_no_write() {
 
 #[test]
 fn a_binary_that_cannot_take_over_leaves_the_old_one_serving() {
+    let _turn = one_at_a_time();
     let install = Install::new("broken");
     let d = Daemon::start(&install.binary(), &["-t", "2", "-m", "16"]);
     let mut c = connect(d.port).unwrap();
@@ -447,6 +457,7 @@ fn has_variable(pid: u32, name: &str) -> bool {
 
 #[test]
 fn under_systemd_the_main_pid_stays_and_ready_follows_the_upgrade() {
+    let _turn = one_at_a_time();
     let install = Install::new("notify");
     let path = install.dir.join("notify.sock");
     let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();

@@ -18,6 +18,10 @@ use super::{NONE, Store, hash_key};
 
 /// memcached's KEY_MAX_LENGTH.
 const KEY_MAX: usize = 250;
+/// Bit in an item's `word` while the check runs: a chain reached it. Kept in
+/// the chunk itself, so that the check needs no memory in proportion to the
+/// arena (a bitmap would take 512 MiB for 32 GiB).
+const REACHED: u32 = 1 << 9;
 
 impl Store {
     /// Check every hash chain and every chunk, settle what a crash left, and
@@ -60,18 +64,15 @@ impl Store {
             class.pages.store(pages, Relaxed);
         }
         let mut settled = 0;
-        let mut reached = vec![0u64; (self.arena_len / 8) as usize / 64 + 1];
         for b in 0..self.buckets.len() {
             let mut id = self.buckets[b].load(Relaxed);
             while id != 0 {
                 let why = |what: &str| format!("hash bucket {b}: item {id} {what}");
                 let c = self.chunk_class(id).map_err(|e| why(&e))?;
-                let bit = (id as usize - 1, 1u64 << ((id as usize - 1) % 64));
-                if reached[bit.0 / 64] & bit.1 != 0 {
+                let it = self.item(id);
+                if it.word.fetch_or(REACHED, Relaxed) & REACHED != 0 {
                     return Err(why("is reached twice (a cycle or a shared chain)"));
                 }
-                reached[bit.0 / 64] |= bit.1;
-                let it = self.item(id);
                 match it.state() {
                     LINKED => {}
                     // Published before its state word was set: complete.
@@ -118,10 +119,10 @@ impl Store {
             for idx in 0..end {
                 let id = self.chunk_id(c, page, idx);
                 let it = self.item(id);
-                let bit = (id as usize - 1, 1u64 << ((id as usize - 1) % 64));
+                let reached = it.word.fetch_and(!REACHED, Relaxed) & REACHED != 0;
                 match it.state() {
                     FREE => {}
-                    LINKED | INFLIGHT if reached[bit.0 / 64] & bit.1 == 0 => {
+                    LINKED | INFLIGHT if !reached => {
                         it.word.store(FREE, Relaxed);
                         settled += 1;
                     }

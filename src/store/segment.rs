@@ -402,10 +402,11 @@ impl Segment {
         let mapping = match inherited {
             Inherited::File { file, path } => {
                 let len = file.metadata().map_err(|e| e.to_string())?.len();
-                let header = read_header(&file, len).map_err(|e| e.to_string())?;
-                match judge(&header, &layout, cas_enabled, len)? {
-                    Found::Previous { .. } => {}
-                    other => return Err(format!("the running segment is not usable: {other:?}")),
+                if len < layout.total {
+                    return Err(format!(
+                        "the running segment is {len} bytes, this binary's layout needs {}",
+                        layout.total
+                    ));
                 }
                 let base = map(&file, layout.total).map_err(|e| e.to_string())?;
                 Mapping::File {
@@ -433,10 +434,15 @@ impl Segment {
             }
         };
         let seg = Segment { mapping, layout };
-        let copy = seg.header_bytes();
-        match judge(&copy, &seg.layout, cas_enabled, seg.layout.total)? {
+        match judge(
+            &seg.header_bytes(),
+            &seg.layout,
+            cas_enabled,
+            seg.layout.total,
+        )? {
             Found::Previous { .. } => Ok(seg),
-            other => Err(format!("the running segment is not usable: {other:?}")),
+            Found::Discarded(why) => Err(format!("the running segment is not usable: {why}")),
+            Found::New => Err("the running segment is empty".into()),
         }
     }
 
