@@ -175,6 +175,9 @@ pub struct Header {
     /// What the layout was made from (see `Fingerprint`), and its checksum.
     pub fingerprint: [AtomicU64; FINGERPRINT_LEN],
     pub fingerprint_sum: AtomicU64,
+    /// 1 = a memory file (`-e`): never removed as a dead instance's segment,
+    /// whatever its name.
+    pub persistent: AtomicU32,
 }
 
 /// Settings a SIGHUP reload changes while the workers run: the supervisor
@@ -479,6 +482,7 @@ impl Segment {
             slot.store(value, Relaxed);
         }
         h.fingerprint_sum.store(record.checksum(), Relaxed);
+        h.persistent.store(self.is_persistent() as u32, Relaxed);
         h.magic.store(MAGIC, std::sync::atomic::Ordering::Release);
     }
 
@@ -788,6 +792,24 @@ fn checksum(values: &[u64]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(&bytes) ^ MAGIC
 }
 
+/// A `-e` memory file that happens to be named like a private segment.
+fn is_memory_file(path: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let Ok(header) = read_header(&file, len) else {
+        return false;
+    };
+    let word = |at: usize| {
+        header
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+    };
+    header.get(..8) == Some(&MAGIC.to_le_bytes()[..])
+        && word(std::mem::offset_of!(Header, persistent)) == Some(1)
+}
+
 /// Segments are named `shmcached-<pid>-<nonce>`.
 const SEGMENT_PREFIX: &str = "shmcached-";
 
@@ -812,7 +834,7 @@ fn remove_stale_segments() {
         // SAFETY: kill with signal 0 only checks that the pid exists.
         let dead = unsafe { libc::kill(pid, 0) } == -1
             && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-        if ours && dead {
+        if ours && dead && !is_memory_file(&entry.path()) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
