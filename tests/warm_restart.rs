@@ -197,6 +197,7 @@ const ITEMS: usize = 100_000;
 fn sigterm_then_start_serves_every_item_with_its_flags_cas_and_ttl() {
     let file = MemoryFile::new("fill");
     let args = ["-m", "256", "-t", "2", "-e", file.arg()];
+    let first_start = now();
     let mut server = start(&args);
     let mut c = Client::connect(server.port());
     let mut rng = XorShift::new(common::test_seed());
@@ -265,6 +266,10 @@ fn sigterm_then_start_serves_every_item_with_its_flags_cas_and_ttl() {
         after.len()
     );
     assert_eq!(c.stat("curr_items"), ITEMS as u64 + short.len() as u64);
+    // As memcached: restored items count in total_items; uptime goes on
+    // from the first start.
+    assert_eq!(c.stat("total_items"), ITEMS as u64 + short.len() as u64);
+    assert!(c.stat("uptime") + 1 >= now() - first_start);
     // The remaining TTL came through, within a second.
     let short_keys: Vec<String> = short.iter().map(|w| w.0.clone()).collect();
     let alive = |c: &mut Client| -> usize { short_keys.chunks(500).map(|b| c.gets(b).len()).sum() };

@@ -151,7 +151,12 @@ impl Store {
             .clean
             .store(0, std::sync::atomic::Ordering::SeqCst);
         let store = Store::on(seg, p);
-        match store.check_and_rebuild() {
+        let checked = store.check_and_rebuild();
+        // As memcached: the restored items count as stored (total_items).
+        if let Ok((items, _)) = checked {
+            store.slots[0].counters.add(Counter::total_items, items);
+        }
+        match checked {
             Ok((items, settled)) => Ok((
                 store,
                 Opened::Restored {

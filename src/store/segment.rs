@@ -489,7 +489,8 @@ impl Segment {
     /// Warm restart: make every lock new (their owners were processes of the
     /// previous life, whose pids may be in use again) and forget what belonged
     /// to those processes: worker slots, their counters and connection tables,
-    /// the prefix table. Items, the cas counter and the flush marks stay.
+    /// the prefix table. Items, the cas counter, the flush marks and the start
+    /// time (`uptime` goes on counting, as memcached's) stay.
     ///
     /// Call only while no other process maps the segment (the flock proves it).
     pub fn reset_process_state(&self) {
@@ -521,7 +522,6 @@ impl Segment {
         h.detail_enabled.store(0, Relaxed);
         h.prefix_epoch.store(0, Relaxed);
         h.prefix_order.store(0, Relaxed);
-        h.started.store(super::unix_now() as u64, Relaxed);
     }
 
     /// Empty the whole segment and lay it out again (a memory file whose
