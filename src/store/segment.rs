@@ -730,6 +730,12 @@ fn judge(bytes: &[u8], layout: &Layout, cas_enabled: bool, len: u64) -> Result<F
         .iter()
         .zip(stored.iter().zip(wanted.values()))
     {
+        if had != want && *name == "structure checksum" {
+            return Err(format!(
+                "made by a build that lays the segment out differently ({name} {had:x}, this \
+                 build's {want:x}); remove the file to start with an empty cache"
+            ));
+        }
         if had != want {
             return Err(format!(
                 "made with {name} = {had}, this start asks for {want} ({hint}); start with the \
@@ -747,7 +753,7 @@ fn judge(bytes: &[u8], layout: &Layout, cas_enabled: bool, len: u64) -> Result<F
     Ok(Found::Previous { clean })
 }
 
-const FINGERPRINT_LEN: usize = 8;
+const FINGERPRINT_LEN: usize = 9;
 
 /// What a segment's layout was made from, kept in its header (with a
 /// checksum) so that a later start can tell whether it may attach.
@@ -760,6 +766,10 @@ const FINGERPRINT_NAMES: [(&str, &str); FINGERPRINT_LEN] = [
     ("slab classes", "follows -I"),
     ("hash buckets (log2)", "follows -m"),
     ("segment bytes", "follows -m, -I and the worker slots"),
+    (
+        "structure checksum",
+        "region offsets and record sizes of this build",
+    ),
 ];
 
 struct Fingerprint([u64; FINGERPRINT_LEN]);
@@ -775,6 +785,7 @@ impl Fingerprint {
             l.class_sizes.len() as u64,
             l.bucket_bits as u64,
             l.total,
+            structure(l),
         ])
     }
 
@@ -785,6 +796,40 @@ impl Fingerprint {
     fn checksum(&self) -> u64 {
         checksum(&self.0)
     }
+}
+
+/// Where each region starts and how big each record is: two binaries that
+/// agree on this read the segment the same way (a counter or a header field
+/// added without a new LAYOUT_VERSION would otherwise go unnoticed).
+fn structure(l: &Layout) -> u64 {
+    let sizes = [
+        size_of::<Header>(),
+        size_of::<WorkerSlot>(),
+        size_of::<RobustMutex>(),
+        size_of::<SlabClass>(),
+        size_of::<ClassCounters>(),
+        size_of::<ConnEntry>(),
+        size_of::<PrefixEntry>(),
+        super::item::ITEM_HEADER,
+    ];
+    let offsets = [
+        l.off_slots,
+        l.off_stripes,
+        l.off_buckets,
+        l.off_classes,
+        l.off_class_stats,
+        l.off_conns,
+        l.off_prefixes,
+        l.off_pages,
+        l.off_arena,
+    ];
+    let values: Vec<u64> = sizes
+        .iter()
+        .map(|&s| s as u64)
+        .chain(offsets)
+        .chain(l.class_sizes.iter().map(|&c| c as u64))
+        .collect();
+    checksum(&values)
 }
 
 fn checksum(values: &[u64]) -> u64 {
@@ -870,6 +915,49 @@ mod tests {
         // The index and bookkeeping cost well under 10 % of -m.
         assert!(l.off_arena < (64 << 20) / 10, "overhead {}", l.off_arena);
         assert!(ITEM_HEADER as u32 <= l.class_sizes[0]);
+    }
+
+    #[test]
+    fn a_file_of_another_build_or_layout_is_refused_and_a_garbled_header_discarded() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let path = std::env::temp_dir().join(format!("shmcached-seg-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let layout = || {
+            Layout::new(LayoutParams {
+                memory_limit: 2 << 20,
+                item_size_max: 1 << 20,
+                workers: 1,
+            })
+            .unwrap()
+        };
+        let tamper = |f: &dyn Fn(&Header)| {
+            let (seg, _) = Segment::open_file(&path, layout(), true).unwrap();
+            f(seg.header());
+        };
+        let (_, found) = Segment::open_file(&path, layout(), true).unwrap();
+        assert_eq!(found, Found::New);
+        // Another build: its structure differs (and its record is intact).
+        tamper(&|h| {
+            h.fingerprint[FINGERPRINT_LEN - 1].fetch_add(1, Relaxed);
+            let values: Vec<u64> = h.fingerprint.iter().map(|v| v.load(Relaxed)).collect();
+            h.fingerprint_sum.store(checksum(&values), Relaxed);
+        });
+        let e = Segment::open_file(&path, layout(), true).err().unwrap();
+        assert!(e.contains("lays the segment out differently"), "{e}");
+        // A garbled record: discarded, not refused.
+        std::fs::remove_file(&path).unwrap();
+        tamper(&|h| {
+            h.fingerprint_sum.fetch_add(1, Relaxed);
+        });
+        let (_, found) = Segment::open_file(&path, layout(), true).unwrap();
+        assert!(
+            matches!(found, Found::Discarded(ref why) if why.contains("checksum")),
+            "{found:?}"
+        );
+        // Laid out again: attaches.
+        let (_, found) = Segment::open_file(&path, layout(), true).unwrap();
+        assert_eq!(found, Found::Previous { clean: false });
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]
