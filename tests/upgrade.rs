@@ -498,3 +498,26 @@ fn under_systemd_the_main_pid_stays_and_ready_follows_the_upgrade() {
     }
     assert!(!has_variable(d.pid(), "NOTIFY_SOCKET"));
 }
+
+#[test]
+fn a_settings_change_that_needs_a_restart_refuses_the_upgrade() {
+    let _turn = one_at_a_time();
+    let install = Install::new("settings");
+    let config = install.dir.join("shmcached.toml");
+    fs::write(&config, "memory_limit_mb = 16\nworkers = 2\n").unwrap();
+    let d = Daemon::start(&install.binary(), &["--config", config.to_str().unwrap()]);
+    let workers = d.workers();
+    fs::write(&config, "memory_limit_mb = 32\nworkers = 2\n").unwrap();
+    install.replace_with(Path::new(SHMCACHED));
+    signal(d.pid(), SIGUSR2).unwrap();
+    d.wait_log("upgrade refused", 0, Duration::from_secs(15));
+    assert!(
+        d.stderr().contains("memory_limit changed"),
+        "the reason names the setting: {}",
+        d.stderr()
+    );
+    assert_eq!(d.workers(), workers, "the same workers serve");
+    // Put the file back: the upgrade goes through.
+    fs::write(&config, "memory_limit_mb = 16\nworkers = 2\n").unwrap();
+    upgrade(&d, &install, 0);
+}
