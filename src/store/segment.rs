@@ -837,12 +837,25 @@ fn checksum(values: &[u64]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(&bytes) ^ MAGIC
 }
 
-/// A `-e` memory file that happens to be named like a private segment.
+/// A `-e` memory file that happens to be named like a private segment: one
+/// an instance holds locked (it may be laying it out, its header still
+/// blank), an empty one, or one whose header says so.
 fn is_memory_file(path: &Path) -> bool {
+    use std::os::fd::AsRawFd;
     let Ok(file) = std::fs::File::open(path) else {
         return false;
     };
+    // SAFETY: flock on an fd we own; a shared lock taken here is released
+    // when `file` closes at the end of this function.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } != 0 {
+        return true;
+    }
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len == 0 {
+        // Just created by an instance about to lock it; an empty file of a
+        // dead one costs nothing to leave.
+        return true;
+    }
     let Ok(header) = read_header(&file, len) else {
         return false;
     };
