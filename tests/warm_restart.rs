@@ -548,29 +548,3 @@ fn sigkill_of_every_process_mid_writes_recovers_or_starts_empty_never_wrong() {
     assert!(checked > 0, "something was read back");
     assert_eq!(lost_acked, 0, "a restored cache lost no acknowledged write");
 }
-
-#[test]
-fn a_memory_file_named_like_a_dead_instances_segment_is_not_swept() {
-    // A pid that no longer runs.
-    let dead = {
-        let mut c = Command::new("true").spawn().unwrap();
-        let pid = c.id();
-        c.wait().unwrap();
-        pid
-    };
-    let file = MemoryFile(PathBuf::from(format!("/dev/shm/shmcached-{dead}-cafe")));
-    let _ = std::fs::remove_file(&file.0);
-    let args = ["-m", "16", "-t", "1", "-e", file.arg()];
-    let mut server = start(&args);
-    let mut c = Client::connect(server.port());
-    c.send(b"set k 1 0 1\r\nv\r\n");
-    assert_eq!(c.line(), "STORED\r\n");
-    drop(c);
-    stop(&mut server);
-    // Another instance's start removes the segments of dead instances.
-    drop(start(&["-m", "16", "-t", "1"]));
-    assert!(file.0.exists(), "the memory file was swept");
-    let server = start(&args);
-    let mut c = Client::connect(server.port());
-    assert_eq!(c.gets(&["k".to_string()])["k"].2, b"v");
-}

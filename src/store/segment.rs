@@ -874,7 +874,11 @@ const SEGMENT_PREFIX: &str = "shmcached-";
 /// Remove segments left by a shmcached that died without cleaning up (its pid
 /// is gone) and that belong to us.
 fn remove_stale_segments() {
-    let Ok(dir) = std::fs::read_dir("/dev/shm") else {
+    remove_stale_segments_in(Path::new("/dev/shm"));
+}
+
+fn remove_stale_segments_in(dir: &Path) {
+    let Ok(dir) = std::fs::read_dir(dir) else {
         return;
     };
     // SAFETY: geteuid has no preconditions.
@@ -971,6 +975,38 @@ mod tests {
         let (_, found) = Segment::open_file(&path, layout(), true).unwrap();
         assert_eq!(found, Found::Previous { clean: false });
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn the_sweep_removes_dead_segments_but_never_a_memory_file() {
+        let dir = std::env::temp_dir().join(format!("shmcached-sweep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let dead = {
+            let mut c = std::process::Command::new("true").spawn().unwrap();
+            let pid = c.id();
+            c.wait().unwrap();
+            pid
+        };
+        let name = |tag: &str| dir.join(format!("{SEGMENT_PREFIX}{dead}-{tag}"));
+        std::fs::write(name("1f"), vec![7u8; 8192]).unwrap();
+        std::fs::write(name("2e"), b"").unwrap();
+        let layout = Layout::new(LayoutParams {
+            memory_limit: 2 << 20,
+            item_size_max: 1 << 20,
+            workers: 1,
+        })
+        .unwrap();
+        drop(Segment::open_file(&name("cafe"), layout, true).unwrap());
+        // Being laid out: locked, header still blank.
+        std::fs::write(name("beef"), vec![0u8; 8192]).unwrap();
+        let held = std::fs::File::open(name("beef")).unwrap();
+        lock_exclusive(&held).unwrap();
+        remove_stale_segments_in(&dir);
+        assert!(!name("1f").exists(), "a dead instance's segment goes");
+        assert!(name("2e").exists() && name("cafe").exists() && name("beef").exists());
+        drop(held);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
