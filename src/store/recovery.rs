@@ -20,8 +20,10 @@ use super::{NONE, Store, hash_key};
 const KEY_MAX: usize = 250;
 /// Bit in an item's `word` while the check runs: a chain reached it. Kept in
 /// the chunk itself, so that the check needs no memory in proportion to the
-/// arena (a bitmap would take 512 MiB for 32 GiB).
-const REACHED: u32 = 1 << 9;
+/// arena (a bitmap would take 512 MiB for 32 GiB). Bits 8-12 are the item's
+/// flags (FETCHED; main adds ACTIVE, STALE, TOKEN_SENT, KEY_BINARY) and
+/// 16-31 the owner: bit 15 is free, and cleared again before anyone serves.
+const REACHED: u32 = 1 << 15;
 
 impl Store {
     /// Check every hash chain and every chunk, settle what a crash left, and
