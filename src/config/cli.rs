@@ -54,6 +54,7 @@ const LONG_OPTIONS: &[(&str, char)] = &[
     ("max-item-size", 'I'),
     ("disable-flush-all", 'F'),
     ("auth-file", 'Y'),
+    ("memory-file", 'e'),
     ("extended", 'o'),
 ];
 
@@ -154,6 +155,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<CommandL
             'P' => flags.pid_file = Some(path(&mut parser, &name)?),
             'u' => flags.user = Some(text(&mut parser, &name)?),
             'Y' => flags.auth_file = Some(path(&mut parser, &name)?),
+            'e' => flags.memory_file = Some(path(&mut parser, &name)?),
             'D' => flags.stats_prefix_delimiter = Some(text(&mut parser, &name)?),
             'o' => {
                 let value = parser.value().map_err(lexopt_error)?;
@@ -383,6 +385,9 @@ usage: shmcached [options] [num_elements [element_size]]
 -F, --disable-flush-all   disable flush_all command
 -Y, --auth-file=<file>    enable ASCII protocol authentication. format:
                           user:pass\\nuser2:pass2\\n
+-e, --memory-file=<file>  keep the cache in <file> (on a tmpfs such as
+                          /dev/shm) so that it survives a restart (warm
+                          restart after SIGTERM or SIGUSR1)
 -D <char>                 delimiter between key prefixes and IDs for the
                           per-prefix stats (stats detail dump; default: ':');
                           turns per-prefix stats on
@@ -1033,6 +1038,7 @@ mod tests {
                 "-I,",
                 "-F,",
                 "-Y,",
+                "-e,",
                 "-D ",
                 "-o,",
                 "idle_timeout",
@@ -1051,13 +1057,13 @@ mod tests {
     #[test]
     fn every_long_option_works() {
         for (long, short) in super::LONG_OPTIONS {
-            let takes_value = "pUlumctRbBIPoY".contains(*short);
+            let takes_value = "pUlumctRbBIPoYe".contains(*short);
             let value = match short {
                 'l' => "127.0.0.1",
                 'u' => "nobody",
                 'B' => "ascii",
                 'I' => "2m",
-                'P' => "/tmp/x.pid",
+                'P' | 'e' => "/tmp/x.pid",
                 'o' => "modern",
                 _ => "7",
             };

@@ -41,6 +41,7 @@ const KEYS: &[(&str, &[&str])] = &[
     ("pid_file", STRING),
     ("user", STRING),
     ("auth_file", STRING),
+    ("memory_file", STRING),
     ("drain_timeout_secs", INTEGER),
     ("idle_timeout_secs", INTEGER),
     ("seed_num_elements", INTEGER),
@@ -74,6 +75,7 @@ struct FileSettings {
     pid_file: Option<Spanned<String>>,
     user: Option<Spanned<String>>,
     auth_file: Option<Spanned<String>>,
+    memory_file: Option<Spanned<String>>,
     drain_timeout_secs: Option<Spanned<i64>>,
     idle_timeout_secs: Option<Spanned<i64>>,
     seed_num_elements: Option<Spanned<i64>>,
@@ -299,6 +301,10 @@ impl Document<'_> {
                 value: PathBuf::from(g.value),
                 origin: g.origin,
             }),
+            memory_file: self.given("memory_file", f.memory_file).map(|g| Given {
+                value: PathBuf::from(g.value),
+                origin: g.origin,
+            }),
             drain_timeout_secs: self.given("drain_timeout_secs", f.drain_timeout_secs),
             idle_timeout_secs: self.given("idle_timeout_secs", f.idle_timeout_secs),
             seed_num_elements: self.given("seed_num_elements", f.seed_num_elements),
@@ -419,6 +425,9 @@ mod tests {
             ("protocol = \"ascii\"", |s| s.protocol = Dialect::Ascii),
             ("protocol = \"binary\"", |s| s.protocol = Dialect::Binary),
             ("reqs_per_event = 5", |s| s.reqs_per_event = 5),
+            ("memory_file = \"/dev/shm/cache\"", |s| {
+                s.memory_file = Some("/dev/shm/cache".into())
+            }),
             ("pid_file = \"/run/x.pid\"", |s| {
                 s.pid_file = Some("/run/x.pid".into())
             }),
@@ -536,8 +545,8 @@ mod tests {
                        max_connections, workers, max_workers, item_size_max, verbosity, \
                        cas_enabled, \
                        flush_enabled, shutdown_enabled, backlog, protocol, reqs_per_event, \
-                       pid_file, user, auth_file, drain_timeout_secs, idle_timeout_secs, \
-                       seed_num_elements, seed_element_size)";
+                       pid_file, user, auth_file, memory_file, drain_timeout_secs, \
+                       idle_timeout_secs, seed_num_elements, seed_element_size)";
         let table: &[(&str, &str)] = &[
             // Unknown keys.
             (

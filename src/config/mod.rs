@@ -69,6 +69,9 @@ pub struct Settings {
     /// `auth_file`'s entries, read and checked at start-up. When set, every
     /// connection must authenticate before anything else.
     pub auth: Option<Credentials>,
+    /// `-e` / `memory_file`: the segment lives in this file and outlives the
+    /// process (warm restart); None = a private segment removed at exit.
+    pub memory_file: Option<PathBuf>,
     /// How long SIGTERM waits for workers to finish in-flight requests (5 s).
     pub drain_timeout: Duration,
     /// `-o idle_timeout=<s>`: close connections idle that long (0 = never).
@@ -108,6 +111,7 @@ impl Default for Settings {
             user: None,
             auth_file: None,
             auth: None,
+            memory_file: None,
             drain_timeout: Duration::from_secs(5),
             idle_timeout: Duration::ZERO,
             seed_element_size: None,

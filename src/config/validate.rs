@@ -96,6 +96,8 @@ pub(crate) struct RawSettings {
     pub daemonize: Option<Given<bool>>,
     pub user: Option<Given<String>>,
     pub auth_file: Option<Given<PathBuf>>,
+    /// `-e`: the file that holds the segment (warm restart).
+    pub memory_file: Option<Given<PathBuf>>,
     pub drain_timeout_secs: Option<Given<i64>>,
     pub idle_timeout_secs: Option<Given<i64>>,
     pub seed_num_elements: Option<Given<i64>>,
@@ -128,6 +130,7 @@ impl RawSettings {
             daemonize: top.daemonize.or(self.daemonize),
             user: top.user.or(self.user),
             auth_file: top.auth_file.or(self.auth_file),
+            memory_file: top.memory_file.or(self.memory_file),
             drain_timeout_secs: top.drain_timeout_secs.or(self.drain_timeout_secs),
             idle_timeout_secs: top.idle_timeout_secs.or(self.idle_timeout_secs),
             seed_num_elements: top.seed_num_elements.or(self.seed_num_elements),
@@ -217,6 +220,12 @@ impl RawSettings {
                 return Err(g.origin.error("must not be empty"));
             }
             s.pid_file = Some(g.value.clone());
+        }
+        if let Some(g) = &self.memory_file {
+            if g.value.as_os_str().is_empty() {
+                return Err(g.origin.error("must not be empty"));
+            }
+            s.memory_file = Some(g.value.clone());
         }
         if let Some(g) = &self.daemonize {
             s.daemonize = g.value;

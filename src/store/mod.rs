@@ -14,6 +14,7 @@ pub mod conns;
 pub mod item;
 pub mod lock;
 pub mod prefix;
+mod recovery;
 pub mod segment;
 pub mod slab;
 pub mod stats;
@@ -29,7 +30,7 @@ use item::{
 };
 use lock::RobustMutex;
 use prefix::{PREFIX_ENTRIES, PrefixEntry};
-use segment::{Header, Layout, LayoutParams, Segment, WorkerSlot};
+use segment::{Found, Header, Inherited, Layout, LayoutParams, Segment, WorkerSlot};
 use slab::{AllocError, SlabClass};
 use stats::{ClassCounter, ClassCounters, Counter, Counters};
 
@@ -48,6 +49,22 @@ pub struct StoreParams {
     pub evictions: bool,
     /// `-C` turns cas off (every cas-unique is 0).
     pub cas_enabled: bool,
+}
+
+/// How [`Store::open_file`] found the memory file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    /// Missing or empty: a new cache.
+    New,
+    /// A previous instance's cache, checked: `items` are served again;
+    /// `settled` chunks had been left half-done by a crash (now linked or free).
+    Restored {
+        clean: bool,
+        items: u64,
+        settled: u64,
+    },
+    /// A previous instance's cache that could not be trusted: empty now.
+    Discarded(String),
 }
 
 /// Outcome of a storage command, one per memcached reply.
@@ -115,10 +132,91 @@ impl Store {
     /// Create the segment and lay it out (supervisor, before any fork).
     pub fn create(p: StoreParams) -> Result<Store, String> {
         let layout = Layout::new(p.layout)?;
-        let seg = Segment::create(layout.clone())?;
+        let seg = Segment::create(layout, p.cas_enabled)?;
+        Ok(Store::on(seg, p))
+    }
+
+    /// `-e`: the segment is the memory file at `path`. A file of a previous
+    /// instance with this layout is attached: its locks and per-process state
+    /// made new, every hash chain and chunk checked, the slab lists rebuilt;
+    /// if anything fails the check, the cache starts empty and
+    /// [`Opened::Discarded`] says why. A layout mismatch is an error.
+    /// Supervisor, before any fork.
+    pub fn open_file(p: StoreParams, path: &std::path::Path) -> Result<(Store, Opened), String> {
+        let layout = Layout::new(p.layout)?;
+        let (seg, found) = Segment::open_file(path, layout, p.cas_enabled)?;
+        let clean = match found {
+            Found::New => return Ok((Store::on(seg, p), Opened::New)),
+            Found::Discarded(why) => return Ok((Store::on(seg, p), Opened::Discarded(why))),
+            Found::Previous { clean } => clean,
+        };
+        seg.reset_process_state();
+        seg.header()
+            .clean
+            .store(0, std::sync::atomic::Ordering::SeqCst);
+        let store = Store::on(seg, p);
+        let checked = store.check_and_rebuild();
+        // As memcached: the restored items count as stored (total_items).
+        if let Ok((items, _)) = checked {
+            store.slots[0].counters.add(Counter::total_items, items);
+        }
+        match checked {
+            Ok((items, settled)) => Ok((
+                store,
+                Opened::Restored {
+                    clean,
+                    items,
+                    settled,
+                },
+            )),
+            Err(why) => {
+                store.seg.wipe(p.cas_enabled);
+                let why = if clean {
+                    why
+                } else {
+                    format!("{why} (it was not stopped cleanly)")
+                };
+                Ok((store, Opened::Discarded(why)))
+            }
+        }
+    }
+
+    /// After an in-place upgrade: the segment the previous image served, as
+    /// it is (its workers still run on it).
+    pub fn adopt(p: StoreParams, inherited: Inherited) -> Result<Store, String> {
+        let layout = Layout::new(p.layout)?;
+        let seg = Segment::adopt(layout, p.cas_enabled, inherited)?;
+        Ok(Store::on(seg, p))
+    }
+
+    /// An upgrade's preflight (in the new binary): would [`Store::adopt`]
+    /// accept the running segment at `path` with these parameters?
+    pub fn check_running(p: StoreParams, path: &std::path::Path) -> Result<(), String> {
+        segment::check_running(path, &Layout::new(p.layout)?, p.cas_enabled)
+    }
+
+    /// A clean stop, with every worker gone: the next start may trust the
+    /// segment (`-e`).
+    pub fn mark_clean(&self) {
+        self.seg.mark_clean();
+    }
+
+    /// What an upgraded image needs to map this segment.
+    pub fn handover(&self) -> segment::Handover {
+        self.seg.handover()
+    }
+
+    /// The segment is a memory file that outlives the process.
+    pub fn is_persistent(&self) -> bool {
+        self.seg.is_persistent()
+    }
+
+    fn on(seg: Segment, p: StoreParams) -> Store {
+        let layout = seg.layout.clone();
         let base = seg.base();
         let l = &layout;
-        // SAFETY: `Segment::create` mapped `l.total` bytes and laid out each of
+        // SAFETY: the segment (made by `Segment::create`, or a memory file
+        // checked against this very layout) maps `l.total` bytes, with each of
         // these regions at the offsets `Layout` computed (aligned, in bounds).
         // The mapping stays for the life of the process: `Store` owns `seg` and
         // is never dropped before exit, so the 'static borrows never dangle.
@@ -172,7 +270,7 @@ impl Store {
         // SAFETY: off_arena is inside the mapping (see Layout::new).
         let arena = unsafe { base.add(l.off_arena as usize) };
         let arena_len = l.page_count as u64 * l.page_size;
-        Ok(Store {
+        Store {
             seg,
             layout,
             evictions: p.evictions,
@@ -188,7 +286,7 @@ impl Store {
             conns,
             prefixes,
             page_table,
-        })
+        }
     }
 
     /// In a freshly forked worker: never remove the segment on exit, and act

@@ -11,7 +11,7 @@
 //! never by pointers, so that the segment means the same in every process.
 
 use std::fs::OpenOptions;
-use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use shared_memory::{Shmem, ShmemConf};
@@ -23,7 +23,8 @@ use super::slab::SlabClass;
 use super::stats::{ClassCounters, Counters};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMCACHE");
-pub const LAYOUT_VERSION: u32 = 2;
+/// 3: the header records the layout's parameters (warm restart).
+pub const LAYOUT_VERSION: u32 = 3;
 /// Slab growth factor. memcached's default (`-f`) is 1.25; 1.08 wastes less
 /// of each chunk (bench/memory, `-m 64`: 1.04x memcached's items at 100-byte
 /// and 1 KiB values instead of 0.86x; docs/memory.md).
@@ -46,6 +47,8 @@ pub struct LayoutParams {
 /// Where everything sits, computed once from [`LayoutParams`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
+    /// `-I` as given (the page size follows from it).
+    pub item_size_max: u64,
     pub page_size: u64,
     pub page_count: u32,
     /// Chunk size of each slab class, ascending; the last one is a whole page.
@@ -114,6 +117,7 @@ impl Layout {
         let off_arena = align(off_pages + page_count, 4096);
         let total = off_arena + page_count * page_size;
         Ok(Layout {
+            item_size_max: p.item_size_max,
             page_size,
             page_count: page_count as u32,
             class_sizes,
@@ -159,7 +163,8 @@ pub struct Header {
     pub oldest_cas: AtomicU64,
     /// `verbosity` as last set by a client, plus one (0 = never set).
     pub verbosity: AtomicU32,
-    /// Set on a clean shutdown (for warm restart, later).
+    /// 1 = the last instance stopped cleanly (every worker exited); cleared
+    /// when an instance attaches, before it serves.
     pub clean: AtomicU32,
     /// `stats detail`: 0 = as the settings say, 1 = off, 2 = on.
     pub detail_enabled: AtomicU32,
@@ -169,6 +174,12 @@ pub struct Header {
     pub prefix_order: AtomicU32,
     /// What a SIGHUP reload changes while the workers run.
     pub live: LiveSettings,
+    /// What the layout was made from (see `Fingerprint`), and its checksum.
+    pub fingerprint: [AtomicU64; FINGERPRINT_LEN],
+    pub fingerprint_sum: AtomicU64,
+    /// 1 = a memory file (`-e`): never removed as a dead instance's segment,
+    /// whatever its name.
+    pub persistent: AtomicU32,
 }
 
 /// Settings a SIGHUP reload changes while the workers run: the supervisor
@@ -236,14 +247,41 @@ fn monotonic_ms() -> u64 {
 /// A created (or attached) segment mapping. The supervisor owns it; a forked
 /// worker must call [`Segment::disown`] at once so that its exit never removes it.
 pub struct Segment {
-    shmem: Shmem,
+    mapping: Mapping,
     pub layout: Layout,
+}
+
+/// What backs the segment.
+enum Mapping {
+    /// A private POSIX shm object, removed when its owner handle drops.
+    Shm(Shmem),
+    /// `-e`: a file (on a tmpfs) that outlives the process. The open file
+    /// holds an exclusive flock for as long as any process of this instance
+    /// (supervisor or worker, which inherit it) is alive.
+    File {
+        base: *mut u8,
+        len: usize,
+        file: std::fs::File,
+        path: PathBuf,
+    },
+}
+
+/// How a memory file was found at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// Missing, empty, or never finished: laid out afresh.
+    New,
+    /// Made by a previous instance with this layout; `clean` if it was
+    /// stopped cleanly. The caller checks the contents before serving.
+    Previous { clean: bool },
+    /// A header that cannot be trusted: laid out afresh, for this reason.
+    Discarded(String),
 }
 
 impl Segment {
     /// Create a fresh segment named uniquely for this process, reserve its
     /// memory for real, and lay it out.
-    pub fn create(layout: Layout) -> Result<Segment, String> {
+    pub fn create(layout: Layout, cas_enabled: bool) -> Result<Segment, String> {
         remove_stale_segments();
         let name = format!(
             "{SEGMENT_PREFIX}{}-{:x}",
@@ -266,29 +304,162 @@ impl Segment {
             .write(true)
             .open(&path)
             .map_err(|e| e.to_string())
-            .and_then(|f| {
-                // SAFETY: plain syscall on an fd we own for the call's duration.
-                let rc = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, layout.total as i64) };
-                if rc == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::from_raw_os_error(rc).to_string())
-                }
-            });
+            .and_then(|f| reserve(&f, layout.total));
         if let Err(e) = reserved {
             return Err(format!(
                 "cannot reserve {} MiB of shared memory in /dev/shm ({e}); lower -m or enlarge /dev/shm",
                 layout.total >> 20
             ));
         }
-        let seg = Segment { shmem, layout };
-        seg.init();
+        let seg = Segment {
+            mapping: Mapping::Shm(shmem),
+            layout,
+        };
+        seg.init(cas_enabled);
         Ok(seg)
     }
 
-    fn init(&self) {
+    /// `-e`: open (or create, 0600) the memory file at `path` and map it. A
+    /// file of a previous instance must carry this layout: a mismatch is
+    /// refused with a line naming what differs. The file is locked (flock) so
+    /// that no two instances ever map it.
+    pub fn open_file(
+        path: &Path,
+        layout: Layout,
+        cas_enabled: bool,
+    ) -> Result<(Segment, Found), String> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let shown = path.display();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| format!("cannot open memory file {shown}: {e}"))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("cannot stat memory file {shown}: {e}"))?;
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if !meta.file_type().is_file() {
+            return Err(format!("memory file {shown} is not a regular file"));
+        }
+        if meta.uid() != me {
+            return Err(format!(
+                "memory file {shown} belongs to uid {}, not to this process's uid {me}",
+                meta.uid()
+            ));
+        }
+        if meta.mode() & 0o077 != 0 {
+            return Err(format!(
+                "memory file {shown} is open to other users (mode {:o}); chmod 600 it",
+                meta.mode() & 0o777
+            ));
+        }
+        lock_exclusive(&file)
+            .map_err(|e| format!("memory file {shown} is in use by another shmcached ({e})"))?;
+        let len = meta.len();
+        let mut found = Found::New;
+        if len != 0 {
+            let header = read_header(&file, len)
+                .map_err(|e| format!("cannot read memory file {shown}: {e}"))?;
+            found = judge(&header, &layout, cas_enabled, len)
+                .map_err(|why| format!("memory file {shown}: {why}"))?;
+        }
+        if !matches!(found, Found::Previous { .. }) {
+            // Start from zeroes: a discarded file's old bytes must not linger.
+            file.set_len(0)
+                .map_err(|e| format!("cannot truncate memory file {shown}: {e}"))?;
+            reserve(&file, layout.total).map_err(|e| {
+                format!(
+                    "cannot reserve {} MiB for memory file {shown} ({e}); lower -m or enlarge its file system",
+                    layout.total >> 20
+                )
+            })?;
+        }
+        let base =
+            map(&file, layout.total).map_err(|e| format!("cannot map memory file {shown}: {e}"))?;
+        let seg = Segment {
+            mapping: Mapping::File {
+                base,
+                len: layout.total as usize,
+                file,
+                path: path.to_path_buf(),
+            },
+            layout,
+        };
+        if matches!(found, Found::New | Found::Discarded(_)) {
+            seg.init(cas_enabled);
+        }
+        Ok((seg, found))
+    }
+
+    /// After an in-place upgrade (execve): map the segment the previous image
+    /// used, from the descriptor it left open (`-e`) or by its shm name. The
+    /// workers of the previous image still use it: nothing is changed.
+    pub fn adopt(
+        layout: Layout,
+        cas_enabled: bool,
+        inherited: Inherited,
+    ) -> Result<Segment, String> {
+        let mapping = match inherited {
+            Inherited::File { file, path } => {
+                let len = file.metadata().map_err(|e| e.to_string())?.len();
+                if len < layout.total {
+                    return Err(format!(
+                        "the running segment is {len} bytes, this binary's layout needs {}",
+                        layout.total
+                    ));
+                }
+                let base = map(&file, layout.total).map_err(|e| e.to_string())?;
+                Mapping::File {
+                    base,
+                    len: layout.total as usize,
+                    file,
+                    path,
+                }
+            }
+            Inherited::Shm(name) => {
+                let mut shmem = ShmemConf::new()
+                    .os_id(&name)
+                    .open()
+                    .map_err(|e| format!("cannot open the running segment {name}: {e}"))?;
+                // From now on this image removes it at its clean exit.
+                shmem.set_owner(true);
+                if shmem.len() < layout.total as usize {
+                    return Err(format!(
+                        "the running segment is {} bytes, this binary's layout needs {}",
+                        shmem.len(),
+                        layout.total
+                    ));
+                }
+                Mapping::Shm(shmem)
+            }
+        };
+        let seg = Segment { mapping, layout };
+        match judge(
+            &seg.header_bytes(),
+            &seg.layout,
+            cas_enabled,
+            seg.layout.total,
+        )? {
+            Found::Previous { .. } => Ok(seg),
+            Found::Discarded(why) => Err(format!("the running segment is not usable: {why}")),
+            Found::New => Err("the running segment is empty".into()),
+        }
+    }
+
+    fn header_bytes(&self) -> Vec<u8> {
+        let n = size_of::<Header>();
+        // SAFETY: the mapping is at least a header long (layout.total > header).
+        unsafe { std::slice::from_raw_parts(self.base(), n) }.to_vec()
+    }
+
+    fn init(&self, cas_enabled: bool) {
         let l = &self.layout;
-        let base = self.shmem.as_ptr();
+        let base = self.base();
         // SAFETY: the mapping is `l.total` bytes, fresh and zeroed (tmpfs), and
         // no other process exists yet; every offset below is inside it and
         // aligned by `Layout::new`.
@@ -308,11 +479,79 @@ impl Segment {
         h.page_count.store(l.page_count, Relaxed);
         h.page_size.store(l.page_size, Relaxed);
         h.started.store(super::unix_now() as u64, Relaxed);
+        let record = Fingerprint::of(l, cas_enabled);
+        for (slot, value) in h.fingerprint.iter().zip(record.values()) {
+            slot.store(value, Relaxed);
+        }
+        h.fingerprint_sum.store(record.checksum(), Relaxed);
+        h.persistent.store(self.is_persistent() as u32, Relaxed);
         h.magic.store(MAGIC, std::sync::atomic::Ordering::Release);
     }
 
+    /// Warm restart: make every lock new (their owners were processes of the
+    /// previous life, whose pids may be in use again) and forget what belonged
+    /// to those processes: worker slots, their counters and connection tables,
+    /// the prefix table. Items, the cas counter, the flush marks and the start
+    /// time (`uptime` goes on counting, as memcached's) stay.
+    ///
+    /// Call only while no other process maps the segment (the flock proves it).
+    pub fn reset_process_state(&self) {
+        let l = &self.layout;
+        let base = self.base();
+        // SAFETY: no other process maps the segment (we hold the memory
+        // file's exclusive flock and every process that inherited it is gone),
+        // so no lock is in use and no slot, counter or table is being read or
+        // written. The regions are those `Layout::new` placed inside the mapping,
+        // and all-zero is a valid value of each (see `Segment::create`).
+        unsafe {
+            for i in 0..l.stripes as u64 {
+                RobustMutex::init(base.add((l.off_stripes + i * 64) as usize) as *mut RobustMutex);
+            }
+            for i in 0..l.class_sizes.len() {
+                let class =
+                    base.add(l.off_classes as usize + i * size_of::<SlabClass>()) as *mut SlabClass;
+                RobustMutex::init(&raw mut (*class).lock);
+            }
+            let zero = |from: u64, to: u64| {
+                std::ptr::write_bytes(base.add(from as usize), 0, (to - from) as usize)
+            };
+            zero(l.off_slots, l.off_stripes);
+            zero(l.off_class_stats, l.off_pages);
+        }
+        use std::sync::atomic::Ordering::Relaxed;
+        let h = self.header();
+        h.verbosity.store(0, Relaxed);
+        h.detail_enabled.store(0, Relaxed);
+        h.prefix_epoch.store(0, Relaxed);
+        h.prefix_order.store(0, Relaxed);
+    }
+
+    /// Empty the whole segment and lay it out again (a memory file whose
+    /// contents failed the check). Same precondition as `reset_process_state`.
+    pub fn wipe(&self, cas_enabled: bool) {
+        // SAFETY: as in `reset_process_state`: nobody else maps the segment;
+        // the range is the whole mapping.
+        unsafe { std::ptr::write_bytes(self.base(), 0, self.layout.total as usize) };
+        self.init(cas_enabled);
+    }
+
+    /// A clean stop: every worker has exited. Mark the header clean and push
+    /// the mapping to the file (a no-op on tmpfs; matters on a disk).
+    pub fn mark_clean(&self) {
+        self.header()
+            .clean
+            .store(1, std::sync::atomic::Ordering::SeqCst);
+        if let Mapping::File { base, len, .. } = &self.mapping {
+            // SAFETY: base/len is our own live mapping.
+            unsafe { libc::msync(base.cast(), *len, libc::MS_SYNC) };
+        }
+    }
+
     pub fn base(&self) -> *mut u8 {
-        self.shmem.as_ptr()
+        match &self.mapping {
+            Mapping::Shm(s) => s.as_ptr(),
+            Mapping::File { base, .. } => *base,
+        }
     }
 
     pub fn header(&self) -> &Header {
@@ -321,18 +560,314 @@ impl Segment {
         unsafe { &*(self.base() as *const Header) }
     }
 
-    /// Path of the segment in /dev/shm.
+    /// Path of the segment: in /dev/shm, or the memory file.
     pub fn path(&self) -> String {
-        format!(
-            "/dev/shm/{}",
-            self.shmem.get_os_id().trim_start_matches('/')
-        )
+        match &self.mapping {
+            Mapping::Shm(s) => format!("/dev/shm/{}", s.get_os_id().trim_start_matches('/')),
+            Mapping::File { path, .. } => path.display().to_string(),
+        }
+    }
+
+    /// What an upgraded image needs to map this segment again: the memory
+    /// file's descriptor (with its lock), or the shm name.
+    pub fn handover(&self) -> Handover {
+        match &self.mapping {
+            Mapping::Shm(s) => Handover::Shm(s.get_os_id().trim_start_matches('/').to_string()),
+            Mapping::File { file, path, .. } => {
+                use std::os::fd::AsRawFd;
+                Handover::File(file.as_raw_fd(), path.clone())
+            }
+        }
+    }
+
+    /// The memory file persists; a private segment is removed on drop.
+    pub fn is_persistent(&self) -> bool {
+        matches!(self.mapping, Mapping::File { .. })
     }
 
     /// In a forked worker: never remove the segment when this handle drops.
     pub fn disown(&mut self) {
-        self.shmem.set_owner(false);
+        if let Mapping::Shm(s) = &mut self.mapping {
+            s.set_owner(false);
+        }
     }
+}
+
+/// How an image passes the segment to the next one (see [`Segment::handover`]).
+#[derive(Debug, PartialEq)]
+pub enum Handover {
+    Shm(String),
+    File(std::os::fd::RawFd, PathBuf),
+}
+
+/// What an upgraded image received (see [`Segment::adopt`]).
+pub enum Inherited {
+    Shm(String),
+    File { file: std::fs::File, path: PathBuf },
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if let Mapping::File { base, len, .. } = &self.mapping {
+            // SAFETY: our own mapping; nothing borrowed from it outlives the
+            // Segment (the Store that hands out references owns it).
+            unsafe { libc::munmap(base.cast(), *len) };
+        }
+    }
+}
+
+/// An upgrade's preflight, in the new binary: would it attach to the running
+/// segment at `path` with this layout? Reads the header only.
+pub fn check_running(path: &Path, layout: &Layout, cas_enabled: bool) -> Result<(), String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let header = read_header(&file, len).map_err(|e| e.to_string())?;
+    match judge(&header, layout, cas_enabled, len)? {
+        Found::Previous { .. } => Ok(()),
+        Found::Discarded(why) => Err(why),
+        Found::New => Err("the running segment is empty".into()),
+    }
+}
+
+/// Reserve `total` bytes of `file` for real (not a sparse file).
+fn reserve(file: &std::fs::File, total: u64) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain syscall on an fd we own for the call's duration.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, total as i64) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::from_raw_os_error(rc).to_string())
+    }
+}
+
+fn map(file: &std::fs::File, len: u64) -> std::io::Result<*mut u8> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a fresh shared mapping of a file we hold open; the kernel picks
+    // the address. The file is at least `len` bytes (reserved or checked).
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(p.cast())
+    }
+}
+
+/// flock(LOCK_EX) without waiting long: the workers of an instance killed a
+/// moment ago (they die with their supervisor) may still hold it briefly.
+fn lock_exclusive(file: &std::fs::File) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(e.to_string());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err("it is locked".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The first bytes of the file, as many as a header takes.
+fn read_header(file: &std::fs::File, len: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; size_of::<Header>().min(len as usize)];
+    file.read_exact_at(&mut buf, 0)?;
+    Ok(buf)
+}
+
+/// Decide what a memory file of `len` bytes whose header is `bytes` is, for
+/// this layout; Err = refuse to start (a mismatch the operator must settle).
+fn judge(bytes: &[u8], layout: &Layout, cas_enabled: bool, len: u64) -> Result<Found, String> {
+    let word = |at: usize, n: usize| -> u64 {
+        let mut v = [0u8; 8];
+        if let Some(b) = bytes.get(at..at + n) {
+            v[..n].copy_from_slice(b);
+        }
+        u64::from_le_bytes(v)
+    };
+    let magic = word(std::mem::offset_of!(Header, magic), 8);
+    if magic == 0 && bytes.len() == size_of::<Header>() && len == layout.total {
+        return Ok(Found::Discarded(
+            "its layout was never completed (killed while starting)".into(),
+        ));
+    }
+    if magic != MAGIC || bytes.len() < size_of::<Header>() {
+        return Err(
+            "not a shmcached memory file (no shmcached header); refusing to overwrite it".into(),
+        );
+    }
+    let version = word(std::mem::offset_of!(Header, version), 4) as u32;
+    if version != LAYOUT_VERSION {
+        return Err(format!(
+            "made by a shmcached with segment layout version {version}, this one uses \
+             {LAYOUT_VERSION}; remove the file to start with an empty cache"
+        ));
+    }
+    let at = std::mem::offset_of!(Header, fingerprint);
+    let stored: Vec<u64> = (0..FINGERPRINT_LEN).map(|i| word(at + i * 8, 8)).collect();
+    let sum = word(std::mem::offset_of!(Header, fingerprint_sum), 8);
+    if sum != checksum(&stored) {
+        return Ok(Found::Discarded(
+            "its header's layout record fails its checksum".into(),
+        ));
+    }
+    let wanted = Fingerprint::of(layout, cas_enabled);
+    for ((name, hint), (&had, want)) in FINGERPRINT_NAMES
+        .iter()
+        .zip(stored.iter().zip(wanted.values()))
+    {
+        if had != want && *name == "structure checksum" {
+            return Err(format!(
+                "made by a build that lays the segment out differently ({name} {had:x}, this \
+                 build's {want:x}); remove the file to start with an empty cache"
+            ));
+        }
+        if had != want {
+            return Err(format!(
+                "made with {name} = {had}, this start asks for {want} ({hint}); start with the \
+                 settings it was made with, or remove the file to start with an empty cache"
+            ));
+        }
+    }
+    if len != layout.total {
+        return Ok(Found::Discarded(format!(
+            "it is {len} bytes long, its layout needs {}",
+            layout.total
+        )));
+    }
+    let clean = word(std::mem::offset_of!(Header, clean), 4) == 1;
+    Ok(Found::Previous { clean })
+}
+
+const FINGERPRINT_LEN: usize = 9;
+
+/// What a segment's layout was made from, kept in its header (with a
+/// checksum) so that a later start can tell whether it may attach.
+const FINGERPRINT_NAMES: [(&str, &str); FINGERPRINT_LEN] = [
+    ("memory_limit bytes", "-m / memory_limit_mb"),
+    ("item_size_max", "-I / item_size_max"),
+    ("worker slots", "-t / max_workers"),
+    ("cas_enabled", "-C / cas_enabled"),
+    ("page size", "follows -I"),
+    ("slab classes", "follows -I"),
+    ("hash buckets (log2)", "follows -m"),
+    ("segment bytes", "follows -m, -I and the worker slots"),
+    (
+        "structure checksum",
+        "region offsets and record sizes of this build",
+    ),
+];
+
+struct Fingerprint([u64; FINGERPRINT_LEN]);
+
+impl Fingerprint {
+    fn of(l: &Layout, cas_enabled: bool) -> Fingerprint {
+        Fingerprint([
+            l.page_count as u64 * l.page_size,
+            l.item_size_max,
+            l.worker_slots as u64,
+            cas_enabled as u64,
+            l.page_size,
+            l.class_sizes.len() as u64,
+            l.bucket_bits as u64,
+            l.total,
+            structure(l),
+        ])
+    }
+
+    fn values(&self) -> [u64; FINGERPRINT_LEN] {
+        self.0
+    }
+
+    fn checksum(&self) -> u64 {
+        checksum(&self.0)
+    }
+}
+
+/// Where each region starts and how big each record is: two binaries that
+/// agree on this read the segment the same way (a counter or a header field
+/// added without a new LAYOUT_VERSION would otherwise go unnoticed).
+fn structure(l: &Layout) -> u64 {
+    let sizes = [
+        size_of::<Header>(),
+        size_of::<WorkerSlot>(),
+        size_of::<RobustMutex>(),
+        size_of::<SlabClass>(),
+        size_of::<ClassCounters>(),
+        size_of::<ConnEntry>(),
+        size_of::<PrefixEntry>(),
+        super::item::ITEM_HEADER,
+    ];
+    let offsets = [
+        l.off_slots,
+        l.off_stripes,
+        l.off_buckets,
+        l.off_classes,
+        l.off_class_stats,
+        l.off_conns,
+        l.off_prefixes,
+        l.off_pages,
+        l.off_arena,
+    ];
+    let values: Vec<u64> = sizes
+        .iter()
+        .map(|&s| s as u64)
+        .chain(offsets)
+        .chain(l.class_sizes.iter().map(|&c| c as u64))
+        .collect();
+    checksum(&values)
+}
+
+fn checksum(values: &[u64]) -> u64 {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    xxhash_rust::xxh3::xxh3_64(&bytes) ^ MAGIC
+}
+
+/// A `-e` memory file that happens to be named like a private segment: one
+/// an instance holds locked (it may be laying it out, its header still
+/// blank), an empty one, or one whose header says so.
+fn is_memory_file(path: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    // SAFETY: flock on an fd we own; a shared lock taken here is released
+    // when `file` closes at the end of this function.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } != 0 {
+        return true;
+    }
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len == 0 {
+        // Just created by an instance about to lock it; an empty file of a
+        // dead one costs nothing to leave.
+        return true;
+    }
+    let Ok(header) = read_header(&file, len) else {
+        return false;
+    };
+    let word = |at: usize| {
+        header
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+    };
+    header.get(..8) == Some(&MAGIC.to_le_bytes()[..])
+        && word(std::mem::offset_of!(Header, persistent)) == Some(1)
 }
 
 /// Segments are named `shmcached-<pid>-<nonce>`.
@@ -341,7 +876,11 @@ const SEGMENT_PREFIX: &str = "shmcached-";
 /// Remove segments left by a shmcached that died without cleaning up (its pid
 /// is gone) and that belong to us.
 fn remove_stale_segments() {
-    let Ok(dir) = std::fs::read_dir("/dev/shm") else {
+    remove_stale_segments_in(Path::new("/dev/shm"));
+}
+
+fn remove_stale_segments_in(dir: &Path) {
+    let Ok(dir) = std::fs::read_dir(dir) else {
         return;
     };
     // SAFETY: geteuid has no preconditions.
@@ -359,7 +898,7 @@ fn remove_stale_segments() {
         // SAFETY: kill with signal 0 only checks that the pid exists.
         let dead = unsafe { libc::kill(pid, 0) } == -1
             && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-        if ours && dead {
+        if ours && dead && !is_memory_file(&entry.path()) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -395,6 +934,81 @@ mod tests {
         // The index and bookkeeping cost well under 10 % of -m.
         assert!(l.off_arena < (64 << 20) / 10, "overhead {}", l.off_arena);
         assert!(ITEM_HEADER as u32 <= l.class_sizes[0]);
+    }
+
+    #[test]
+    fn a_file_of_another_build_or_layout_is_refused_and_a_garbled_header_discarded() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let path = std::env::temp_dir().join(format!("shmcached-seg-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let layout = || {
+            Layout::new(LayoutParams {
+                memory_limit: 2 << 20,
+                item_size_max: 1 << 20,
+                workers: 1,
+            })
+            .unwrap()
+        };
+        let tamper = |f: &dyn Fn(&Header)| {
+            let (seg, _) = Segment::open_file(&path, layout(), true).unwrap();
+            f(seg.header());
+        };
+        let (_, found) = Segment::open_file(&path, layout(), true).unwrap();
+        assert_eq!(found, Found::New);
+        // Another build: its structure differs (and its record is intact).
+        tamper(&|h| {
+            h.fingerprint[FINGERPRINT_LEN - 1].fetch_add(1, Relaxed);
+            let values: Vec<u64> = h.fingerprint.iter().map(|v| v.load(Relaxed)).collect();
+            h.fingerprint_sum.store(checksum(&values), Relaxed);
+        });
+        let e = Segment::open_file(&path, layout(), true).err().unwrap();
+        assert!(e.contains("lays the segment out differently"), "{e}");
+        // A garbled record: discarded, not refused.
+        std::fs::remove_file(&path).unwrap();
+        tamper(&|h| {
+            h.fingerprint_sum.fetch_add(1, Relaxed);
+        });
+        let (_, found) = Segment::open_file(&path, layout(), true).unwrap();
+        assert!(
+            matches!(found, Found::Discarded(ref why) if why.contains("checksum")),
+            "{found:?}"
+        );
+        // Laid out again: attaches.
+        let (_, found) = Segment::open_file(&path, layout(), true).unwrap();
+        assert_eq!(found, Found::Previous { clean: false });
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn the_sweep_removes_dead_segments_but_never_a_memory_file() {
+        let dir = std::env::temp_dir().join(format!("shmcached-sweep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let dead = {
+            let mut c = std::process::Command::new("true").spawn().unwrap();
+            let pid = c.id();
+            c.wait().unwrap();
+            pid
+        };
+        let name = |tag: &str| dir.join(format!("{SEGMENT_PREFIX}{dead}-{tag}"));
+        std::fs::write(name("1f"), vec![7u8; 8192]).unwrap();
+        std::fs::write(name("2e"), b"").unwrap();
+        let layout = Layout::new(LayoutParams {
+            memory_limit: 2 << 20,
+            item_size_max: 1 << 20,
+            workers: 1,
+        })
+        .unwrap();
+        drop(Segment::open_file(&name("cafe"), layout, true).unwrap());
+        // Being laid out: locked, header still blank.
+        std::fs::write(name("beef"), vec![0u8; 8192]).unwrap();
+        let held = std::fs::File::open(name("beef")).unwrap();
+        lock_exclusive(&held).unwrap();
+        remove_stale_segments_in(&dir);
+        assert!(!name("1f").exists(), "a dead instance's segment goes");
+        assert!(name("2e").exists() && name("cafe").exists() && name("beef").exists());
+        drop(held);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -391,7 +391,7 @@ impl Store {
         }
     }
 
-    fn chunk_id(&self, c: usize, page: u32, idx: u32) -> u32 {
+    pub(super) fn chunk_id(&self, c: usize, page: u32, idx: u32) -> u32 {
         let size = self.class(c).chunk_size.load(Relaxed) as u64;
         let off = page as u64 * self.layout.page_size + idx as u64 * size;
         (off / 8) as u32 + 1

@@ -6,11 +6,12 @@ mod daemon;
 mod listeners;
 mod notify;
 mod reload;
+mod upgrade;
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::net::TcpListener;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use slog::{Logger, error, info, warn};
 
 use crate::config::{self, Action, Settings};
 use crate::store::segment::LayoutParams;
-use crate::store::{Store, StoreParams};
+use crate::store::{Opened, Store, StoreParams};
 use crate::worker::handoff::Mailboxes;
 use crate::worker::{self, Worker};
 use daemon::{Detached, StartReport};
@@ -54,6 +55,23 @@ pub fn main_entry() -> i32 {
     if args.first().is_some_and(|a| a == "check") {
         return crate::check::main(args.into_iter().skip(1));
     }
+    if let Some(segment) = std::env::var_os(upgrade::CHECK_ENV) {
+        return upgrade::check_mode(args, &segment);
+    }
+    // An in-place upgrade (SIGUSR2): what the previous image left us.
+    let handover = std::env::var(upgrade::HANDOVER_ENV).ok();
+    if handover.is_some() {
+        // SAFETY: one thread: nothing has been started yet.
+        unsafe { std::env::remove_var(upgrade::HANDOVER_ENV) };
+    }
+    let handover = match handover.as_deref().map(upgrade::Handover::decode) {
+        None => None,
+        Some(Ok(h)) => Some(h),
+        Some(Err(e)) => {
+            eprintln!("shmcached: {e}");
+            return EX_SOFTWARE;
+        }
+    };
     let mut settings = match config::load(args.clone()) {
         Ok(Action::Run(s)) => *s,
         Ok(Action::Print(text)) => {
@@ -68,7 +86,10 @@ pub fn main_entry() -> i32 {
     let cwd = std::env::current_dir().ok();
     anchor_paths(&mut settings, cwd.as_deref());
     let mut report = None;
-    if settings.daemonize {
+    if settings.daemonize && handover.is_some() {
+        // Already detached; the previous image ran in /, as a daemon does.
+        let _ = std::env::set_current_dir("/");
+    } else if settings.daemonize {
         match daemon::detach() {
             Ok(Detached::Command(code)) => return code,
             Ok(Detached::Daemon(r)) => report = Some(r),
@@ -82,7 +103,7 @@ pub fn main_entry() -> i32 {
     let systemd = unsafe { Systemd::from_env() };
     let log = crate::log::logger(settings.verbosity);
     let origin = Origin { args, cwd };
-    match Supervisor::start(settings, log, systemd, origin) {
+    match Supervisor::start(settings, log, systemd, origin, handover) {
         Ok(sup) => sup.run(report),
         Err((code, e)) => {
             match &mut report {
@@ -103,10 +124,15 @@ struct Origin {
 /// A daemon runs in /: the pid file it was told of is relative to where it
 /// was started.
 fn anchor_paths(settings: &mut Settings, cwd: Option<&Path>) {
-    if let (Some(path), Some(cwd)) = (&mut settings.pid_file, cwd)
-        && path.is_relative()
+    for path in [&mut settings.pid_file, &mut settings.memory_file]
+        .into_iter()
+        .flatten()
     {
-        *path = cwd.join(&*path);
+        if let Some(cwd) = cwd
+            && path.is_relative()
+        {
+            *path = cwd.join(&*path);
+        }
     }
 }
 
@@ -117,14 +143,17 @@ mod signals {
     pub static TERM: AtomicBool = AtomicBool::new(false);
     pub static CHILD: AtomicBool = AtomicBool::new(false);
     pub static HUP: AtomicBool = AtomicBool::new(false);
+    pub static USR2: AtomicBool = AtomicBool::new(false);
     pub static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
 
     /// Async-signal-safe: atomic stores and one write(2).
     pub extern "C" fn handler(sig: libc::c_int) {
         match sig {
-            libc::SIGTERM | libc::SIGINT => TERM.store(true, SeqCst),
+            // SIGUSR1: memcached's graceful stop (which saves the cache with -e).
+            libc::SIGTERM | libc::SIGINT | libc::SIGUSR1 => TERM.store(true, SeqCst),
             libc::SIGCHLD => CHILD.store(true, SeqCst),
             libc::SIGHUP => HUP.store(true, SeqCst),
+            libc::SIGUSR2 => USR2.store(true, SeqCst),
             _ => {}
         }
         let fd = PIPE_WRITE.load(SeqCst);
@@ -154,6 +183,8 @@ struct Reload {
     /// The slot being replaced, and since when.
     current: Option<(usize, Instant)>,
     started: Instant,
+    /// Replacing the workers of the previous binary (SIGUSR2).
+    upgrade: bool,
 }
 
 /// Why start-up did not complete.
@@ -178,6 +209,9 @@ pub struct Supervisor {
     port: u16,
     systemd: Systemd,
     reload: Option<Reload>,
+    /// This image was executed by SIGUSR2: the previous image's workers are
+    /// still serving and are to be replaced.
+    takeover: bool,
 }
 
 impl Supervisor {
@@ -188,9 +222,10 @@ impl Supervisor {
         log: Logger,
         systemd: Systemd,
         origin: Origin,
+        handover: Option<upgrade::Handover>,
     ) -> Result<Supervisor, (i32, String)> {
         let user = check_user(&settings).map_err(|e| (EX_USAGE, e))?;
-        Self::start_as(settings, log, systemd, origin, user).map_err(|e| (EX_OSERR, e))
+        Self::start_as(settings, log, systemd, origin, user, handover).map_err(|e| (EX_OSERR, e))
     }
 
     fn start_as(
@@ -199,11 +234,15 @@ impl Supervisor {
         systemd: Systemd,
         origin: Origin,
         user: Option<nix::unistd::User>,
+        handover: Option<upgrade::Handover>,
     ) -> Result<Supervisor, String> {
         let slots = settings.worker_slots();
         // From now on the slots are fixed, whatever a reload says of `workers`.
         settings.max_workers = Some(slots);
-        let listeners = listeners::bind(&settings, slots)?;
+        let listeners = match &handover {
+            Some(h) => inherited_listeners(h, slots, &settings)?,
+            None => listeners::bind(&settings, slots)?,
+        };
         if let Some(path) = std::env::var_os("MEMCACHED_PORT_FILENAME") {
             listeners::write_port_file(std::path::Path::new(&path), &listeners[0])?;
         }
@@ -215,16 +254,13 @@ impl Supervisor {
         if let Some(user) = user {
             drop_privileges(&user)?;
         }
-        let store = Store::create(StoreParams {
-            layout: LayoutParams {
-                memory_limit: settings.memory_limit,
-                item_size_max: settings.item_size_max as u64,
-                workers: slots,
-            },
-            evictions: settings.evictions,
-            cas_enabled: settings.cas_enabled,
-        })?;
-        let mailboxes = Mailboxes::new(slots as usize).map_err(|e| format!("socketpair: {e}"))?;
+        let (store, mailboxes) = match &handover {
+            Some(h) => adopt(h, &settings, slots)?,
+            None => (
+                open_store(&settings, slots, &log)?,
+                Mailboxes::new(slots as usize).map_err(|e| format!("socketpair: {e}"))?,
+            ),
+        };
         if let Some(path) = &settings.pid_file {
             std::fs::write(path, format!("{}\n", std::process::id()))
                 .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?;
@@ -239,8 +275,16 @@ impl Supervisor {
                 Signal::SIGINT,
                 Signal::SIGCHLD,
                 Signal::SIGHUP,
+                Signal::SIGUSR1,
+                Signal::SIGUSR2,
             ],
         )?;
+        if handover.is_some() {
+            // The previous image blocked every signal across execve; what
+            // came meanwhile is pending and runs our handlers now.
+            signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+                .map_err(|e| format!("sigprocmask: {e}"))?;
+        }
         let port = listeners[0][0].local_addr().map(|a| a.port()).unwrap_or(0);
         info!(log, "shmcached starting";
             "version" => env!("CARGO_PKG_VERSION"),
@@ -252,8 +296,12 @@ impl Supervisor {
             "port" => port,
             "segment" => store.segment_path());
         let slots = (0..slots)
-            .map(|_| Slot {
-                pid: None,
+            .map(|i| Slot {
+                // After an upgrade: the previous image's worker, if any.
+                pid: match (&handover, store.slot_at(i as usize).pid.load(Relaxed)) {
+                    (Some(_), pid) if pid != 0 => Some(Pid::from_raw(pid as i32)),
+                    _ => None,
+                },
                 started: Instant::now(),
                 respawn_at: None,
                 backoff: Duration::ZERO,
@@ -275,6 +323,7 @@ impl Supervisor {
             port,
             systemd,
             reload: None,
+            takeover: handover.is_some(),
         };
         sup.publish_live();
         Ok(sup)
@@ -283,6 +332,10 @@ impl Supervisor {
     /// Fork the workers, wait until they all accept, then supervise until
     /// drained. Returns the exit code.
     fn run(mut self, mut report: Option<StartReport>) -> i32 {
+        if self.takeover {
+            self.take_over();
+            return self.supervise();
+        }
         let started = self.fork_workers().and_then(|()| self.wait_until_ready());
         match started {
             Ok(()) => {}
@@ -301,6 +354,11 @@ impl Supervisor {
         if let Some(r) = &mut report {
             r.ready();
         }
+        self.supervise()
+    }
+
+    /// The supervisor's loop, until drained. Returns the exit code.
+    fn supervise(mut self) -> i32 {
         loop {
             let dormant = self.wait_for_signal(self.next_wakeup());
             if signals::CHILD.swap(false, SeqCst) {
@@ -311,6 +369,9 @@ impl Supervisor {
             }
             if self.reload.is_none() && signals::HUP.swap(false, SeqCst) {
                 self.begin_reload();
+            }
+            if signals::USR2.swap(false, SeqCst) {
+                self.begin_upgrade();
             }
             self.respawn_due();
             self.stop_overdue_retirees();
@@ -415,6 +476,9 @@ impl Supervisor {
         signals::PIPE_WRITE.store(-1, SeqCst);
         if install(worker::on_drain_signal, &[Signal::SIGTERM, Signal::SIGINT]).is_err()
             || reset(&[Signal::SIGCHLD, Signal::SIGHUP]).is_err()
+            // The supervisor's signals; one sent to every process of the
+            // unit (`systemctl kill`) must not end a worker.
+            || ignore(&[Signal::SIGUSR1, Signal::SIGUSR2]).is_err()
             || signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None).is_err()
         {
             return 1;
@@ -584,6 +648,7 @@ impl Supervisor {
             pending,
             current: None,
             started: Instant::now(),
+            upgrade: false,
         });
         self.advance_reload();
     }
@@ -665,7 +730,12 @@ impl Supervisor {
             self.reload = Some(reload);
             return;
         }
-        info!(self.log, "reload complete"; "workers" => self.settings.workers);
+        if reload.upgrade {
+            info!(self.log, "upgrade complete: every worker runs the new binary";
+                  "workers" => self.settings.workers);
+        } else {
+            info!(self.log, "reload complete"; "workers" => self.settings.workers);
+        }
         self.systemd.ready(self.status_line());
     }
 
@@ -739,6 +809,112 @@ impl Supervisor {
         live.workers.store(s.workers, Relaxed);
     }
 
+    // ---- upgrade ----
+
+    /// SIGUSR2: check the binary installed now, then execute it in place of
+    /// this one (upgrade.rs). Returns only if the upgrade did not happen; the
+    /// running binary goes on serving.
+    fn begin_upgrade(&mut self) {
+        if self.reload.is_some() {
+            warn!(
+                self.log,
+                "upgrade refused: a reload or upgrade is under way; send SIGUSR2 again once it is over"
+            );
+            return;
+        }
+        self.systemd.reloading();
+        if let Err(why) = self.prepare_upgrade() {
+            error!(self.log, "upgrade refused; the running binary goes on serving"; "reason" => why);
+            self.systemd.ready(self.status_line());
+        }
+    }
+
+    fn prepare_upgrade(&mut self) -> Result<(), String> {
+        let exe = upgrade::installed_binary()?;
+        // What the sockets and the segment were made from must stay.
+        let wanted = self.read_settings()?;
+        if let Some(n) = reload::plan(&self.settings, wanted).needs_restart.first() {
+            return Err(format!(
+                "{} changed from {} to {}, which needs a restart",
+                n.key, n.running, n.wanted
+            ));
+        }
+        let cwd = self.origin.cwd.clone();
+        if self.settings.daemonize
+            && let Some(dir) = &cwd
+        {
+            // The new image reads relative paths as the first one did.
+            std::env::set_current_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        let checked = upgrade::preflight(&exe, &self.origin.args, &self.store().segment_path());
+        let handover = upgrade::Handover {
+            listeners: self
+                .listeners
+                .iter()
+                .map(|slot| slot.iter().map(|l| l.as_raw_fd()).collect())
+                .collect(),
+            mailboxes: self.mailboxes.raw_fds(),
+            segment: self.store().handover(),
+        };
+        let why = match checked {
+            Ok(()) => {
+                info!(self.log, "upgrade: executing the new binary"; "binary" => exe.display().to_string());
+                // Signals wait, blocked, for the new image's handlers (the
+                // mask and pending signals survive execve).
+                let mut old = SigSet::empty();
+                let blocked = signal::sigprocmask(
+                    SigmaskHow::SIG_BLOCK,
+                    Some(&SigSet::all()),
+                    Some(&mut old),
+                );
+                let why = match blocked {
+                    Ok(()) => upgrade::exec(
+                        &exe,
+                        &self.origin.args,
+                        &handover,
+                        self.systemd.environment(),
+                    ),
+                    Err(e) => format!("sigprocmask: {e}"),
+                };
+                let _ = signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+                why
+            }
+            Err(why) => why,
+        };
+        if self.settings.daemonize {
+            let _ = std::env::set_current_dir("/");
+        }
+        Err(why)
+    }
+
+    /// In the image SIGUSR2 executed: replace the previous binary's workers
+    /// one by one, as a reload does; READY=1 once all are ours.
+    fn take_over(&mut self) {
+        let workers = self.settings.workers as usize;
+        info!(self.log, "upgrade: the new binary runs; replacing the workers one by one";
+              "pid" => std::process::id(), "workers" => self.live_workers());
+        for i in 0..self.slots.len() {
+            match self.slots[i].pid {
+                // A dormant slot's worker was passing its connections on.
+                Some(_) if i >= workers => self.slots[i].retiring = Some(Instant::now()),
+                None if i < workers => self.slots[i].respawn_at = Some(Instant::now()),
+                _ => {}
+            }
+        }
+        self.reload = Some(Reload {
+            pending: (0..workers)
+                .filter(|&i| self.slots[i].pid.is_some())
+                .collect(),
+            current: None,
+            started: Instant::now(),
+            upgrade: true,
+        });
+        // Workers that ended while the image changed.
+        self.reap(true);
+        self.respawn_due();
+        self.advance_reload();
+    }
+
     // ---- health ----
 
     /// Every slot in service has a worker whose loop ticks, or one on the
@@ -799,7 +975,8 @@ impl Supervisor {
             self.wait_for_signal(Duration::from_millis(50));
             self.reap(false);
         }
-        if self.live_workers() > 0 {
+        let killed = self.live_workers() > 0;
+        if killed {
             warn!(self.log, "drain timed out; killing workers"; "left" => self.live_workers());
             for s in &self.slots {
                 if let Some(pid) = s.pid {
@@ -819,6 +996,16 @@ impl Supervisor {
         }
         if let Some(path) = &self.settings.pid_file {
             let _ = std::fs::remove_file(path);
+        }
+        if self.store().is_persistent() {
+            if killed {
+                warn!(self.log, "memory file left unclean: workers were killed; the next start checks it";
+                      "memory_file" => self.store().segment_path());
+            } else {
+                self.store().mark_clean();
+                info!(self.log, "memory file saved: the next start serves its items";
+                      "memory_file" => self.store().segment_path());
+            }
         }
         info!(self.log, "shutdown complete");
         0 // dropping `self.store` removes the segment
@@ -887,6 +1074,133 @@ impl Supervisor {
     }
 }
 
+/// The listening sockets a previous image left (upgrade), checked against
+/// the settings: as many slots and addresses, close-on-exec again.
+fn inherited_listeners(
+    h: &upgrade::Handover,
+    slots: u32,
+    settings: &Settings,
+) -> Result<Vec<Vec<TcpListener>>, String> {
+    if h.listeners.len() != slots as usize
+        || h.listeners.iter().any(|s| s.len() != settings.listen.len())
+    {
+        return Err(format!(
+            "the running instance has {} slots of {} sockets; these settings need {slots} of {}",
+            h.listeners.len(),
+            h.listeners.first().map_or(0, |s| s.len()),
+            settings.listen.len()
+        ));
+    }
+    let listeners: Vec<Vec<TcpListener>> = h
+        .listeners
+        .iter()
+        .map(|slot| {
+            slot.iter()
+                .map(|&fd| {
+                    upgrade::set_cloexec(fd, true);
+                    // SAFETY: the previous image left `fd` open for us alone
+                    // (named in the handover): a listening TCP socket no other
+                    // object of this process owns.
+                    unsafe { TcpListener::from_raw_fd(fd) }
+                })
+                .collect()
+        })
+        .collect();
+    for (l, &ip) in listeners[0].iter().zip(&settings.listen) {
+        let addr = l
+            .local_addr()
+            .map_err(|e| format!("an inherited socket: {e}"))?;
+        if addr.ip() != ip || (settings.port != 0 && addr.port() != settings.port) {
+            return Err(format!(
+                "the running instance listens on {addr}, these settings on {ip} port {}",
+                settings.port
+            ));
+        }
+    }
+    Ok(listeners)
+}
+
+/// The segment and the mailboxes a previous image left (upgrade).
+fn adopt(
+    h: &upgrade::Handover,
+    settings: &Settings,
+    slots: u32,
+) -> Result<(Store, Mailboxes), String> {
+    use crate::store::segment::{Handover as Seg, Inherited};
+    let inherited = match &h.segment {
+        Seg::Shm(name) => Inherited::Shm(name.clone()),
+        Seg::File(fd, path) => {
+            upgrade::set_cloexec(*fd, true);
+            // SAFETY: the memory file's descriptor, left open for us alone by
+            // the previous image (named in the handover).
+            let file = unsafe { std::fs::File::from_raw_fd(*fd) };
+            Inherited::File {
+                file,
+                path: path.clone(),
+            }
+        }
+    };
+    if h.mailboxes.len() != slots as usize {
+        return Err(format!(
+            "the running instance has {} mailboxes for {slots} slots",
+            h.mailboxes.len()
+        ));
+    }
+    let store = Store::adopt(store_params(settings, slots), inherited)?;
+    let pairs = h
+        .mailboxes
+        .iter()
+        .map(|&(i, o)| {
+            upgrade::set_cloexec(i, true);
+            upgrade::set_cloexec(o, true);
+            // SAFETY: the previous image left both ends of each mailbox open
+            // for us alone (named in the handover).
+            unsafe { (OwnedFd::from_raw_fd(i), OwnedFd::from_raw_fd(o)) }
+        })
+        .collect();
+    Ok((store, Mailboxes::from_fds(pairs)))
+}
+
+/// What the store is made from, for these settings and slots.
+fn store_params(settings: &Settings, slots: u32) -> StoreParams {
+    StoreParams {
+        layout: LayoutParams {
+            memory_limit: settings.memory_limit,
+            item_size_max: settings.item_size_max as u64,
+            workers: slots,
+        },
+        evictions: settings.evictions,
+        cas_enabled: settings.cas_enabled,
+    }
+}
+
+/// A private segment, or (`-e`) the memory file, attached if a previous
+/// instance left one with this layout.
+fn open_store(settings: &Settings, slots: u32, log: &Logger) -> Result<Store, String> {
+    let params = store_params(settings, slots);
+    let Some(path) = &settings.memory_file else {
+        return Store::create(params);
+    };
+    let (store, opened) = Store::open_file(params, path)?;
+    let file = path.display().to_string();
+    match opened {
+        Opened::New => info!(log, "memory file created"; "memory_file" => file),
+        Opened::Restored {
+            clean,
+            items,
+            settled,
+        } => {
+            info!(log, "warm restart: cache restored"; "memory_file" => file, "items" => items,
+                  "stopped_cleanly" => clean, "chunks_settled" => settled)
+        }
+        Opened::Discarded(why) => {
+            warn!(log, "warm restart: memory file discarded; starting with an empty cache";
+                  "memory_file" => file, "reason" => why)
+        }
+    }
+    Ok(store)
+}
+
 fn install(handler: extern "C" fn(libc::c_int), sigs: &[Signal]) -> Result<(), String> {
     let action = SigAction::new(
         SigHandler::Handler(handler),
@@ -904,6 +1218,15 @@ fn reset(sigs: &[Signal]) -> nix::Result<()> {
     let action = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     for &s in sigs {
         // SAFETY: restoring the default disposition.
+        unsafe { signal::sigaction(s, &action) }?;
+    }
+    Ok(())
+}
+
+fn ignore(sigs: &[Signal]) -> nix::Result<()> {
+    let action = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    for &s in sigs {
+        // SAFETY: ignoring a signal runs no code of ours.
         unsafe { signal::sigaction(s, &action) }?;
     }
     Ok(())

@@ -28,6 +28,9 @@ pub struct Systemd {
     next_ping: Instant,
     /// The last STATUS= sent, to send only changes.
     status: String,
+    /// The variables as they were given, for an upgraded image (execve) to
+    /// find again.
+    given: Vec<(&'static str, OsString)>,
 }
 
 impl Systemd {
@@ -37,6 +40,10 @@ impl Systemd {
     /// Changes the environment: call it while the process has one thread.
     pub unsafe fn from_env() -> Systemd {
         let path = std::env::var_os(NOTIFY_SOCKET);
+        let given = [NOTIFY_SOCKET, WATCHDOG_VARS[0], WATCHDOG_VARS[1]]
+            .into_iter()
+            .filter_map(|name| Some((name, std::env::var_os(name)?)))
+            .collect();
         // SAFETY: the caller guarantees a single thread (the precondition of
         // std::env::remove_var, which this calls).
         let watchdog = unsafe { sd_notify::watchdog_enabled_and_unset_env() };
@@ -52,7 +59,14 @@ impl Systemd {
             socket,
             next_ping: Instant::now(),
             status: String::new(),
+            given,
         }
+    }
+
+    /// `NOTIFY_SOCKET` and `WATCHDOG_*` as this process was given them (the
+    /// pid stays the same across an in-place upgrade, so they still hold).
+    pub fn environment(&self) -> &[(&'static str, OsString)] {
+        &self.given
     }
 
     /// Start-up is over, or a reload is: READY=1 with the status line.

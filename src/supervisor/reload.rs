@@ -6,7 +6,7 @@
 //!   slots get a worker, surplus workers pass their connections on and stop;
 //! - **fixed**: what the segment's layout, the sockets or the process identity
 //!   were made from (memory, item size, CAS, evictions, port, addresses,
-//!   backlog, user, pid file, slots): the running value stays, and the change
+//!   backlog, user, pid file, memory file, slots): the running value stays, and the change
 //!   is logged as needing a restart;
 //! - everything else a worker copies at fork (`-F`, `-A`, `-B`, `-Y`,
 //!   `drain_timeout`, ...): the workers are replaced one by one.
@@ -64,6 +64,7 @@ pub fn plan(running: &Settings, mut wanted: Settings) -> Plan {
         backlog => "backlog",
         user => "user",
         pid_file => "pid_file",
+        memory_file => "memory_file",
         seed_num_elements => "seed_num_elements",
         seed_element_size => "seed_element_size",
         daemonize => "daemonize",

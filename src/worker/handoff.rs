@@ -53,6 +53,21 @@ impl Mailboxes {
         Ok(Mailboxes { pairs })
     }
 
+    /// Mailboxes an earlier image of the supervisor made: after an in-place
+    /// upgrade (execve) the workers it left pass their connections on
+    /// through them to the new image's workers.
+    pub fn from_fds(pairs: Vec<(OwnedFd, OwnedFd)>) -> Mailboxes {
+        Mailboxes { pairs }
+    }
+
+    /// Every slot's (inbox, outbox), for the next image to inherit.
+    pub fn raw_fds(&self) -> Vec<(RawFd, RawFd)> {
+        self.pairs
+            .iter()
+            .map(|(i, o)| (i.as_raw_fd(), o.as_raw_fd()))
+            .collect()
+    }
+
     /// Slot `slot`'s inbox (the supervisor watches a dormant slot's).
     pub fn inbox(&self, slot: usize) -> BorrowedFd<'_> {
         self.pairs[slot].0.as_fd()
