@@ -100,13 +100,15 @@ struct Origin {
     cwd: Option<PathBuf>,
 }
 
-/// A daemon runs in /: the pid file it was told of is relative to where it
-/// was started.
+/// A daemon runs in /: the pid file and unix socket it was told of are
+/// relative to where it was started.
 fn anchor_paths(settings: &mut Settings, cwd: Option<&Path>) {
-    if let (Some(path), Some(cwd)) = (&mut settings.pid_file, cwd)
-        && path.is_relative()
-    {
-        *path = cwd.join(&*path);
+    for path in [&mut settings.pid_file, &mut settings.unix_socket] {
+        if let (Some(path), Some(cwd)) = (path, cwd)
+            && path.is_relative()
+        {
+            *path = cwd.join(&*path);
+        }
     }
 }
 
@@ -169,8 +171,10 @@ pub struct Supervisor {
     log: Logger,
     /// Always Some in the supervisor; a forked child takes it for its worker.
     store: Option<Store>,
-    /// listeners[slot][address], for every slot made at start.
+    /// listeners[slot][address], for every slot made at start (none with -s).
     listeners: Vec<Vec<TcpListener>>,
+    /// `-s`: the one unix socket, shared by every worker in service.
+    unix: Option<listeners::UnixSocket>,
     mailboxes: Mailboxes,
     slots: Vec<Slot>,
     wake: (OwnedFd, OwnedFd),
@@ -204,7 +208,10 @@ impl Supervisor {
         // From now on the slots are fixed, whatever a reload says of `workers`.
         settings.max_workers = Some(slots);
         let listeners = listeners::bind(&settings, slots)?;
-        if let Some(path) = std::env::var_os("MEMCACHED_PORT_FILENAME") {
+        // As memcached: with -s there is no TCP port to tell of.
+        if let Some(path) = std::env::var_os("MEMCACHED_PORT_FILENAME")
+            && settings.unix_socket.is_none()
+        {
             listeners::write_port_file(std::path::Path::new(&path), &listeners[0])?;
         }
         if slots > settings.workers {
@@ -215,6 +222,16 @@ impl Supervisor {
         if let Some(user) = user {
             drop_privileges(&user)?;
         }
+        // After the privilege drop, as memcached: the file belongs to the
+        // user the daemon runs as.
+        let unix = match &settings.unix_socket {
+            Some(path) => Some(listeners::UnixSocket::bind(
+                path,
+                settings.unix_socket_mode,
+                settings.backlog,
+            )?),
+            None => None,
+        };
         let store = Store::create(StoreParams {
             layout: LayoutParams {
                 memory_limit: settings.memory_limit,
@@ -241,7 +258,10 @@ impl Supervisor {
                 Signal::SIGHUP,
             ],
         )?;
-        let port = listeners[0][0].local_addr().map(|a| a.port()).unwrap_or(0);
+        let port = listeners[0]
+            .first()
+            .and_then(|l| l.local_addr().ok())
+            .map_or(0, |a| a.port());
         info!(log, "shmcached starting";
             "version" => env!("CARGO_PKG_VERSION"),
             "pid" => std::process::id(),
@@ -250,6 +270,7 @@ impl Supervisor {
             "memory_mb" => settings.memory_limit >> 20,
             "listen" => format!("{:?}", settings.listen),
             "port" => port,
+            "unix_socket" => unix.as_ref().map(|u| u.path().display().to_string()),
             "segment" => store.segment_path());
         let slots = (0..slots)
             .map(|_| Slot {
@@ -268,6 +289,7 @@ impl Supervisor {
             log,
             store: Some(store),
             listeners,
+            unix,
             mailboxes,
             slots,
             wake,
@@ -432,6 +454,18 @@ impl Supervisor {
         let listeners = std::mem::take(&mut self.listeners[i]);
         // The other slots' sockets are not ours to accept on.
         self.listeners.clear();
+        // The unix socket is every worker's in service (a dormant slot's
+        // worker only passes its connections on).
+        let unix = match &self.unix {
+            Some(u) if i < self.settings.workers as usize => match u.listener.try_clone() {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    error!(self.log, "worker cannot start"; "error" => %e);
+                    return 1;
+                }
+            },
+            _ => None,
+        };
         let log = self.log.new(slog::o!("slot" => i));
         let handoff = match self.mailboxes.for_worker(i) {
             Ok(h) => h,
@@ -445,6 +479,7 @@ impl Supervisor {
             self.settings.clone(),
             i,
             listeners,
+            unix,
             handoff,
             log.clone(),
         ) {
@@ -768,9 +803,12 @@ impl Supervisor {
             .iter()
             .map(|s| s.restarts.load(Relaxed))
             .sum();
+        let listening = match &self.unix {
+            Some(u) => format!("unix socket {}", u.path().display()),
+            None => format!("port {}", self.port),
+        };
         format!(
-            "workers {up}/{workers} up, port {}, memory {} MiB, restarts {restarts}{}",
-            self.port,
+            "workers {up}/{workers} up, {listening}, memory {} MiB, restarts {restarts}{}",
             self.settings.memory_limit >> 20,
             if self.reload.is_some() {
                 ", reloading"
