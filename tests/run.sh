@@ -16,7 +16,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # scale-out tests). dpkg-deb is on every Debian.
 missing=()
 command -v memcached >/dev/null 2>&1 || missing+=(memcached)
-command -v memcstat memccapable >/dev/null 2>&1 || missing+=(libmemcached-tools)
+{ command -v memcstat && command -v memccapable; } >/dev/null 2>&1 || missing+=(libmemcached-tools)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v strace >/dev/null 2>&1 || missing+=(strace)
 command -v nutcracker >/dev/null 2>&1 || missing+=(nutcracker)
