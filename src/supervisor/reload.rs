@@ -179,6 +179,7 @@ mod tests {
     fn fixed_settings_keep_their_running_value() {
         let mut wanted = running();
         wanted.port = 1234;
+        wanted.unix_socket = Some("/run/elsewhere.sock".into());
         wanted.memory_limit = 128 << 20;
         wanted.cas_enabled = false;
         wanted.max_workers = Some(8);
@@ -189,6 +190,7 @@ mod tests {
             keys,
             [
                 "port",
+                "unix_socket",
                 "memory_limit",
                 "cas_enabled",
                 "max_workers",
