@@ -268,7 +268,11 @@ impl Supervisor {
             "workers" => settings.workers,
             "worker_slots" => slots,
             "memory_mb" => settings.memory_limit >> 20,
-            "listen" => format!("{:?}", settings.listen),
+            // With -s there is no TCP: neither addresses nor a port.
+            "listen" => match unix {
+                Some(_) => "none (unix socket)".to_string(),
+                None => format!("{:?}", settings.listen),
+            },
             "port" => port,
             "unix_socket" => unix.as_ref().map(|u| u.path().display().to_string()),
             "segment" => store.segment_path());
