@@ -285,7 +285,12 @@ fn serves_many_connections_over_the_socket_with_two_workers_and_no_tcp() {
     let keys: Vec<String> = (0..12).map(|i| format!("k{i}")).collect();
     let reply = c.text(&format!("get {}\r\n", keys.join(" ")));
     assert_eq!(reply.matches("VALUE ").count(), 12, "{reply}");
-    assert_eq!(stat(&mut c, "", "curr_connections"), "13");
+    // 13 open (the start-up probe's connection is closed by now).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stat(&mut c, "", "curr_connections") != "13" {
+        assert!(Instant::now() < deadline);
+        thread::sleep(Duration::from_millis(20));
+    }
     // Both workers are up and serve the socket; neither listens on TCP.
     assert_eq!(common::children(server.pid()).len(), 2);
     let tcp = tcp_socket_inodes();
