@@ -1,7 +1,7 @@
 //! `shmcached check`: is the instance up and are all its workers alive?
 //!
 //! ```text
-//! shmcached check [--host H] [--port P] [--timeout MS]
+//! shmcached check [--host H] [--port P] [--socket PATH] [--timeout MS]
 //! ```
 //!
 //! It connects, sends `version` (expects `VERSION <v>`), then `stats`, and
@@ -9,6 +9,7 @@
 //!
 //! ```text
 //! ok: shmcached at 127.0.0.1:11211, version 1.6.18, workers 4/4 alive, 12 items, uptime 35 s
+//! ok: shmcached at unix:/run/shmcached/shmcached.sock, version 1.6.18, workers 4/4 alive, ...
 //! degraded: shmcached at 127.0.0.1:11211, version 1.6.18, workers 3/4 alive, 12 items, uptime 35 s
 //! down: 127.0.0.1:11211: connection refused
 //! ```
@@ -20,6 +21,8 @@ use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use lexopt::{Arg, Parser};
@@ -33,12 +36,12 @@ pub const EXIT_USAGE: i32 = 64;
 
 /// `shmcached check --help`; the man page renders it too.
 pub const HELP: &str = "\
-usage: shmcached check [--host <addr>] [--port <num>] [--timeout <ms>]
+usage: shmcached check [--host <addr>] [--port <num>] [--socket <path>] [--timeout <ms>]
 --host=<addr>             address or host name of the instance (default: 127.0.0.1)
 --port=<num>              its TCP port (default: 11211)
+--socket=<path>           its unix socket (-s) instead of --host and --port
 --timeout=<ms>            give up after that many milliseconds, connecting
                           included (default: 1000)
---socket=<path>           a unix socket: not supported yet
 --help                    print this help and exit
 
 Sends `version` and `stats`, prints one status line and exits 0 when the
@@ -54,6 +57,8 @@ const MAX_REPLY: usize = 1 << 20;
 pub struct Target {
     pub host: String,
     pub port: u16,
+    /// `--socket`: a unix socket, in place of `host` and `port`.
+    pub socket: Option<PathBuf>,
     pub timeout: Duration,
 }
 
@@ -62,15 +67,19 @@ impl Default for Target {
         Target {
             host: "127.0.0.1".into(),
             port: 11211,
+            socket: None,
             timeout: Duration::from_millis(1000),
         }
     }
 }
 
 impl fmt::Display for Target {
-    /// `127.0.0.1:11211`, `[::1]:11211`, `cache.example:11211`.
+    /// `127.0.0.1:11211`, `[::1]:11211`, `cache.example:11211`,
+    /// `unix:/run/shmcached/shmcached.sock`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
+        if let Some(path) = &self.socket {
+            write!(f, "unix:{}", path.display())
+        } else if self.host.contains(':') {
             write!(f, "[{}]:{}", self.host, self.port)
         } else {
             write!(f, "{}:{}", self.host, self.port)
@@ -220,10 +229,11 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Request, String> {
                 };
             }
             Arg::Long("socket") => {
-                let path = value(&mut parser, "--socket")?;
-                return Err(format!(
-                    "--socket {path}: unix sockets are not supported yet; use --host and --port"
-                ));
+                let path = parser.value().map_err(|e| e.to_string())?;
+                if path.is_empty() {
+                    return Err("--socket: empty".into());
+                }
+                target.socket = Some(path.into());
             }
             Arg::Long("help") | Arg::Short('h') => return Ok(Request::Help),
             other => {
@@ -309,8 +319,82 @@ pub fn probe(target: &Target) -> Result<Health, Down> {
     })
 }
 
+/// The connection to the instance.
+enum Link {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Link {
+    fn set_timeouts(&self, read: Option<Duration>, write: Option<Duration>) {
+        let _ = match self {
+            Link::Tcp(s) => s.set_read_timeout(read).and(s.set_write_timeout(write)),
+            Link::Unix(s) => s.set_read_timeout(read).and(s.set_write_timeout(write)),
+        };
+    }
+}
+
+impl Read for Link {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Link::Tcp(s) => s.read(buf),
+            Link::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Link {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Link::Tcp(s) => s.write(buf),
+            Link::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn connect(target: &Target, deadline: Instant) -> Result<Link, Down> {
+    match &target.socket {
+        Some(path) => connect_unix(path, target.timeout.as_millis(), deadline).map(Link::Unix),
+        None => connect_tcp(target, deadline).map(Link::Tcp),
+    }
+}
+
+/// A unix socket whose backlog is full refuses a non-blocking connect with
+/// EAGAIN: try again until the deadline.
+fn connect_unix(path: &std::path::Path, ms: u128, deadline: Instant) -> Result<UnixStream, Down> {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let during = "connecting";
+    let io_error = |e: io::Error| Down::Io {
+        during,
+        error: e.to_string(),
+    };
+    let addr = SockAddr::unix(path).map_err(io_error)?;
+    loop {
+        let sock = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(io_error)?;
+        sock.set_nonblocking(true).map_err(io_error)?;
+        match sock.connect(&addr) {
+            Ok(()) => {
+                sock.set_nonblocking(false).map_err(io_error)?;
+                return Ok(UnixStream::from(std::os::fd::OwnedFd::from(sock)));
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Err(Down::Refused),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if remaining(deadline).is_none() {
+                    return Err(Down::Timeout { during, ms });
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(io_error(e)),
+        }
+    }
+}
+
 /// Try each address of the host until one connects or the deadline passes.
-fn connect(target: &Target, deadline: Instant) -> Result<TcpStream, Down> {
+fn connect_tcp(target: &Target, deadline: Instant) -> Result<TcpStream, Down> {
     let ms = target.timeout.as_millis();
     let addrs: Vec<SocketAddr> = (target.host.as_str(), target.port)
         .to_socket_addrs()
@@ -350,10 +434,10 @@ fn connect(target: &Target, deadline: Instant) -> Result<TcpStream, Down> {
     Err(last)
 }
 
-fn send(stream: &mut TcpStream, bytes: &[u8], deadline: Instant, ms: u128) -> Result<(), Down> {
+fn send(stream: &mut Link, bytes: &[u8], deadline: Instant, ms: u128) -> Result<(), Down> {
     let during = "sending";
     let left = remaining(deadline).ok_or(Down::Timeout { during, ms })?;
-    let _ = stream.set_write_timeout(Some(left));
+    stream.set_timeouts(None, Some(left));
     stream.write_all(bytes).map_err(|e| match e.kind() {
         _ if is_timeout(&e) => Down::Timeout { during, ms },
         io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => Down::Closed { during },
@@ -375,7 +459,7 @@ impl LineReader {
     /// The next line, without its `\r\n`, lossily decoded.
     fn line(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut Link,
         deadline: Instant,
         ms: u128,
         during: &'static str,
@@ -393,7 +477,7 @@ impl LineReader {
                 });
             }
             let left = remaining(deadline).ok_or(Down::Timeout { during, ms })?;
-            let _ = stream.set_read_timeout(Some(left));
+            stream.set_timeouts(Some(left), None);
             let mut chunk = [0u8; 8192];
             match stream.read(&mut chunk) {
                 Ok(0) => return Err(Down::Closed { during }),
@@ -446,7 +530,15 @@ mod tests {
             Ok(Request::Check(Target {
                 host: "::1".into(),
                 port: 11311,
+                socket: None,
                 timeout: Duration::from_millis(250),
+            }))
+        );
+        assert_eq!(
+            run(&["--socket", "/run/shmcached/shmcached.sock"]),
+            Ok(Request::Check(Target {
+                socket: Some("/run/shmcached/shmcached.sock".into()),
+                ..Target::default()
             }))
         );
         assert_eq!(run(&["--help"]), Ok(Request::Help));
@@ -457,10 +549,7 @@ mod tests {
                 &["--timeout", "0"],
                 "--timeout 0: not a number of milliseconds (> 0)",
             ),
-            (
-                &["--socket", "/run/shmcached/sock"],
-                "--socket /run/shmcached/sock: unix sockets are not supported yet; use --host and --port",
-            ),
+            (&["--socket", ""], "--socket: empty"),
             (&["--host", ""], "--host: empty"),
             (
                 &["--bogus"],
@@ -531,5 +620,10 @@ mod tests {
             ..Target::default()
         };
         assert_eq!(v6.to_string(), "[::1]:11211");
+        let unix = Target {
+            socket: Some("/run/x.sock".into()),
+            ..Target::default()
+        };
+        assert_eq!(unix.to_string(), "unix:/run/x.sock");
     }
 }

@@ -217,14 +217,18 @@ fn closed_connection_is_down() {
     );
 }
 
+/// A unix socket path with nothing behind it is down, with the reason; a
+/// served one is checked in tests/unix_socket.rs.
 #[test]
-fn socket_is_not_supported_yet() {
-    let (code, out, err, _) = check(&["--socket", "/run/shmcached/shmcached.sock"]);
-    assert_eq!(code, 64);
-    assert_eq!(out, "");
+fn missing_unix_socket_is_down() {
+    let path = std::env::temp_dir().join(format!("shmcached-check-{}.sock", std::process::id()));
+    let (code, out, err, _) = check(&["--socket", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "stdout {out:?} stderr {err:?}");
     assert_eq!(
-        err,
-        "shmcached check: --socket /run/shmcached/shmcached.sock: unix sockets are not \
-         supported yet; use --host and --port\n"
+        out,
+        format!(
+            "down: unix:{}: connecting: No such file or directory (os error 2)\n",
+            path.display()
+        )
     );
 }

@@ -36,6 +36,8 @@ const LONG_OPTIONS: &[(&str, char)] = &[
     ("port", 'p'),
     ("udp-port", 'U'),
     ("listen", 'l'),
+    ("unix-socket", 's'),
+    ("unix-mask", 'a'),
     ("enable-shutdown", 'A'),
     ("daemon", 'd'),
     ("user", 'u'),
@@ -133,6 +135,8 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<CommandL
                 let value = text(&mut parser, &name)?;
                 flags.listen.get_or_insert_with(Vec::new).push(value);
             }
+            's' => flags.unix_socket = Some(path(&mut parser, &name)?),
+            'a' => flags.unix_socket_mode = Some(text(&mut parser, &name)?),
             'm' => flags.memory_limit_mb = Some(integer(&mut parser, &name)?),
             'M' => flags.evictions = Some(switch(&name, false)),
             'c' => flags.max_connections = Some(integer(&mut parser, &name)?),
@@ -357,6 +361,8 @@ pub(crate) fn help() -> String {
 usage: shmcached [options] [num_elements [element_size]]
        shmcached [options] <port> <num_elements> <element_size>
 -p, --port=<num>          TCP port to listen on (default: 11211, -1: ephemeral)
+-s, --unix-socket=<file>  UNIX socket to listen on (disables network support)
+-a, --unix-mask=<mask>    access mask for UNIX socket, in octal (default: 700)
 -U, --udp-port=<num>      UDP port: only 0 (off) is accepted, no UDP support
 -A, --enable-shutdown     enable ascii \"shutdown\" command
 -l, --listen=<addr>       interface to listen on (default: 127.0.0.1)
@@ -576,6 +582,31 @@ mod tests {
             (&["--port=11311"], |s| s.port = 11311),
             (&["--port", "11311"], |s| s.port = 11311),
             (&["-p", "1", "-p", "2"], |s| s.port = 2),
+            (&["-s", "/run/x.sock"], |s| {
+                s.unix_socket = Some("/run/x.sock".into())
+            }),
+            (&["-s", "x.sock", "-a", "0770"], |s| {
+                s.unix_socket = Some("x.sock".into());
+                s.unix_socket_mode = 0o770;
+            }),
+            (&["--unix-socket=/x", "--unix-mask=666"], |s| {
+                s.unix_socket = Some("/x".into());
+                s.unix_socket_mode = 0o666;
+            }),
+            (&["-s", "/x", "-a", "0"], |s| {
+                s.unix_socket = Some("/x".into());
+                s.unix_socket_mode = 0;
+            }),
+            // -a alone is accepted and has nothing to apply to, as in memcached.
+            (&["-a", "0777"], |s| s.unix_socket_mode = 0o777),
+            (&["-s", "/x", "-p", "0"], |s| {
+                s.unix_socket = Some("/x".into());
+                s.port = 0;
+            }),
+            (&["-p", "0", "-s", "/x"], |s| {
+                s.unix_socket = Some("/x".into());
+                s.port = 0;
+            }),
             (&["-U", "0"], |_| {}),
             (&["-D", "#"], |s| {
                 s.stats_prefix_delimiter = b'#';
@@ -760,8 +791,34 @@ mod tests {
             (&["-p", "-2"], "-p -2: out of range (-1..65535)"),
             (
                 &["-p", "0"],
-                "-p 0: port 0 turns TCP off, which needs a unix socket (-s): not supported yet; \
-                 use -1 for an ephemeral port",
+                "-p 0: port 0 turns TCP off, which leaves nothing to listen on without a unix \
+                 socket (-s); use -1 for an ephemeral port",
+            ),
+            (&["-s", ""], "-s : must not be empty"),
+            (&["-s"], "option requires an argument -- 's'"),
+            (
+                &["-a", "888"],
+                "-a 888: not a permission mode (octal, 0 to 0777, e.g. 0770)",
+            ),
+            (
+                &["-a", "01777"],
+                "-a 01777: not a permission mode (octal, 0 to 0777, e.g. 0770)",
+            ),
+            (
+                &["-a", "rwx"],
+                "-a rwx: not a permission mode (octal, 0 to 0777, e.g. 0770)",
+            ),
+            (
+                &["-a", ""],
+                "-a : not a permission mode (octal, 0 to 0777, e.g. 0770)",
+            ),
+            (
+                &[
+                    "-s",
+                    "/tmp/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                ],
+                "-s /tmp/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa: \
+                 too long for a unix socket (108 bytes, at most 107)",
             ),
             (
                 &["-p", "99999999999999999999"],
@@ -958,7 +1015,8 @@ mod tests {
             ),
             (
                 &["0", "10", "10"],
-                "argument \"0\" (port): port 0 turns TCP off, which needs a unix socket (-s): not supported yet; use -1 for an ephemeral port",
+                "argument \"0\" (port): port 0 turns TCP off, which leaves nothing to listen on \
+                 without a unix socket (-s); use -1 for an ephemeral port",
             ),
             (
                 &["-p", "1", "2", "3", "4"],
@@ -1057,7 +1115,7 @@ mod tests {
     #[test]
     fn every_long_option_works() {
         for (long, short) in super::LONG_OPTIONS {
-            let takes_value = "pUlumctRbBIPoYe".contains(*short);
+            let takes_value = "pUlsaumctRbBIPoYe".contains(*short);
             let value = match short {
                 'l' => "127.0.0.1",
                 'u' => "nobody",
@@ -1065,6 +1123,8 @@ mod tests {
                 'I' => "2m",
                 'P' | 'e' => "/tmp/x.pid",
                 'o' => "modern",
+                's' => "/tmp/x.sock",
+                'a' => "0770",
                 _ => "7",
             };
             let long_form: Vec<String> = if takes_value {

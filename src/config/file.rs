@@ -24,6 +24,8 @@ use super::validate::{Given, Origin, RawSettings};
 /// The same names as [`FileSettings`]'s fields, in the order of the default file.
 const KEYS: &[(&str, &[&str])] = &[
     ("port", INTEGER),
+    ("unix_socket", STRING),
+    ("unix_socket_mode", STRING),
     ("listen", ARRAY),
     ("memory_limit_mb", INTEGER),
     ("evictions", BOOLEAN),
@@ -58,6 +60,8 @@ const STRING_OR_INTEGER: &[&str] = &["a string", "an integer"];
 #[serde(default, deny_unknown_fields)]
 struct FileSettings {
     port: Option<Spanned<i64>>,
+    unix_socket: Option<Spanned<String>>,
+    unix_socket_mode: Option<Spanned<String>>,
     listen: Option<Spanned<Vec<Spanned<String>>>>,
     memory_limit_mb: Option<Spanned<i64>>,
     evictions: Option<Spanned<bool>>,
@@ -276,6 +280,11 @@ impl Document<'_> {
         });
         RawSettings {
             port: self.given("port", f.port),
+            unix_socket: self.given("unix_socket", f.unix_socket).map(|g| Given {
+                value: PathBuf::from(g.value),
+                origin: g.origin,
+            }),
+            unix_socket_mode: self.given("unix_socket_mode", f.unix_socket_mode),
             udp_port: None,
             listen,
             memory_limit_mb: self.given("memory_limit_mb", f.memory_limit_mb),
@@ -396,6 +405,17 @@ mod tests {
             ("# nothing but a comment\n", |_| {}),
             ("port = 11311", |s| s.port = 11311),
             ("port = -1", |s| s.port = 0),
+            ("unix_socket = \"/run/shmcached/shmcached.sock\"", |s| {
+                s.unix_socket = Some("/run/shmcached/shmcached.sock".into())
+            }),
+            (
+                "unix_socket = \"x.sock\"\nunix_socket_mode = \"0770\"\nport = 0",
+                |s| {
+                    s.unix_socket = Some("x.sock".into());
+                    s.unix_socket_mode = 0o770;
+                    s.port = 0;
+                },
+            ),
             ("listen = [\"0.0.0.0\", \"::\"]", |s| {
                 s.listen = vec![[0, 0, 0, 0].into(), "::".parse().unwrap()]
             }),
@@ -541,7 +561,7 @@ mod tests {
     /// Every error kind: one line, the file, the line number, the key.
     #[test]
     fn errors() {
-        let unknown = "(expected one of: port, listen, memory_limit_mb, evictions, \
+        let unknown = "(expected one of: port, unix_socket, unix_socket_mode, listen, memory_limit_mb, evictions, \
                        max_connections, workers, max_workers, item_size_max, verbosity, \
                        cas_enabled, \
                        flush_enabled, shutdown_enabled, backlog, protocol, reqs_per_event, \
@@ -618,8 +638,21 @@ mod tests {
             ),
             (
                 "port = 0",
-                "line 1: port = 0: port 0 turns TCP off, which needs a unix socket (-s): not \
-                 supported yet; use -1 for an ephemeral port",
+                "line 1: port = 0: port 0 turns TCP off, which leaves nothing to listen on \
+                 without a unix socket (-s); use -1 for an ephemeral port",
+            ),
+            (
+                "unix_socket_mode = \"0o770\"",
+                "line 1: unix_socket_mode = \"0o770\": not a permission mode (octal, 0 to \
+                 0777, e.g. 0770)",
+            ),
+            (
+                "unix_socket_mode = 770",
+                "line 1: unix_socket_mode = 770: expected a string, found an integer",
+            ),
+            (
+                "unix_socket = \"\"",
+                "line 1: unix_socket = \"\": must not be empty",
             ),
             (
                 "listen = [\n  \"127.0.0.1\",\n  \"127.0.0.1:80\",\n]\n",

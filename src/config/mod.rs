@@ -24,9 +24,15 @@ use std::time::Duration;
 /// Everything the daemon needs to start, already validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    /// `-p`: TCP port (11211). `0` = no TCP (unsupported for now: refused), `-1`
-    /// is not kept here: the ephemeral port is resolved to 0 for bind().
+    /// `-p`: TCP port (11211). `-1` is not kept here: the ephemeral port is
+    /// resolved to 0 for bind(). `0` (TCP off) is accepted with `-s` only.
+    /// With `-s` there is no TCP at all, as in memcached: the port is only
+    /// what `stats settings` shows as `tcpport`.
     pub port: u16,
+    /// `-s`: listen on this unix socket instead of TCP.
+    pub unix_socket: Option<PathBuf>,
+    /// `-a`: the unix socket's permissions (0700).
+    pub unix_socket_mode: u32,
     /// `-l`: listen addresses (127.0.0.1 by default, unlike memcached's any-address:
     /// a cache should not face the network unless told to).
     pub listen: Vec<IpAddr>,
@@ -92,6 +98,8 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             port: 11211,
+            unix_socket: None,
+            unix_socket_mode: 0o700,
             listen: vec![IpAddr::from([127, 0, 0, 1])],
             memory_limit: 64 << 20,
             evictions: true,

@@ -74,6 +74,9 @@ pub(crate) struct Given<T> {
 #[derive(Debug, Default)]
 pub(crate) struct RawSettings {
     pub port: Option<Given<i64>>,
+    pub unix_socket: Option<Given<PathBuf>>,
+    /// `-a` syntax: octal digits (`0770`, `770`).
+    pub unix_socket_mode: Option<Given<String>>,
     /// `-U`: not a setting (no UDP), but refused here like any bad value.
     pub udp_port: Option<Given<i64>>,
     /// Each entry one `-l` or one TOML array element: a comma-separated list.
@@ -111,6 +114,8 @@ impl RawSettings {
     pub(crate) fn overridden_by(self, top: RawSettings) -> RawSettings {
         RawSettings {
             port: top.port.or(self.port),
+            unix_socket: top.unix_socket.or(self.unix_socket),
+            unix_socket_mode: top.unix_socket_mode.or(self.unix_socket_mode),
             udp_port: top.udp_port.or(self.udp_port),
             listen: top.listen.or(self.listen),
             memory_limit_mb: top.memory_limit_mb.or(self.memory_limit_mb),
@@ -142,8 +147,14 @@ impl RawSettings {
     /// Check every value given and build the settings; defaults fill the rest.
     pub(crate) fn validate(self) -> Result<Settings, ConfigError> {
         let mut s = Settings::default();
+        if let Some(g) = &self.unix_socket {
+            s.unix_socket = Some(unix_socket(g)?);
+        }
+        if let Some(g) = &self.unix_socket_mode {
+            s.unix_socket_mode = unix_socket_mode(g)?;
+        }
         if let Some(g) = &self.port {
-            s.port = port(g)?;
+            s.port = port(g, s.unix_socket.is_some())?;
         }
         if let Some(g) = &self.udp_port
             && g.value != 0
@@ -371,15 +382,51 @@ struct SeedSizing {
     element_size: Option<u32>,
 }
 
-/// `-p`: `-1` = ephemeral (0 for bind), `0` = TCP off (refused: no unix socket yet).
-fn port(g: &Given<i64>) -> Result<u16, ConfigError> {
+/// `-p`: `-1` = ephemeral (0 for bind), `0` = TCP off: with a unix socket
+/// only (memcached would start listening on nothing at all).
+fn port(g: &Given<i64>, unix_socket: bool) -> Result<u16, ConfigError> {
     match g.value {
         -1 => Ok(0),
+        0 if unix_socket => Ok(0),
         0 => Err(g.origin.error(
-            "port 0 turns TCP off, which needs a unix socket (-s): not supported yet; \
-             use -1 for an ephemeral port",
+            "port 0 turns TCP off, which leaves nothing to listen on without a unix \
+             socket (-s); use -1 for an ephemeral port",
         )),
         p => u16::try_from(p).map_err(|_| g.origin.error("out of range (-1..65535)")),
+    }
+}
+
+/// The most bytes of a unix socket path: `sun_path` less its NUL.
+pub const UNIX_PATH_MAX: usize = 107;
+
+/// `-s`: a path that fits in `sun_path` (memcached cuts a longer one short
+/// without a word, and then listens somewhere else).
+fn unix_socket(g: &Given<PathBuf>) -> Result<PathBuf, ConfigError> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = g.value.as_os_str().as_bytes();
+    if bytes.is_empty() {
+        return Err(g.origin.error("must not be empty"));
+    }
+    if bytes.len() > UNIX_PATH_MAX {
+        return Err(g.origin.error(format_args!(
+            "too long for a unix socket ({} bytes, at most {UNIX_PATH_MAX})",
+            bytes.len()
+        )));
+    }
+    Ok(g.value.clone())
+}
+
+/// `-a`: permissions in octal, as `chmod` takes them (memcached reads any text
+/// with strtol and takes `-a 888` as 0).
+fn unix_socket_mode(g: &Given<String>) -> Result<u32, ConfigError> {
+    let text = g.value.as_str();
+    let octal =
+        !text.is_empty() && text.len() <= 4 && text.bytes().all(|b| (b'0'..=b'7').contains(&b));
+    match u32::from_str_radix(text, 8) {
+        Ok(mode) if octal && mode <= 0o777 => Ok(mode),
+        _ => Err(g
+            .origin
+            .error("not a permission mode (octal, 0 to 0777, e.g. 0770)")),
     }
 }
 

@@ -66,6 +66,17 @@ impl ConnState {
     }
 }
 
+/// The addresses of a published socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnAddrs {
+    /// `peer` is the client's address (the socket's own, for a listener);
+    /// `local` the address the client connected to.
+    Tcp { peer: SocketAddr, local: SocketAddr },
+    /// The unix socket (`-s`): its path is in the settings, and a client has
+    /// no address worth showing.
+    Unix,
+}
+
 /// One published socket (one cache line).
 #[repr(C, align(64))]
 pub struct ConnEntry {
@@ -78,7 +89,8 @@ pub struct ConnEntry {
     last_cmd: AtomicU32,
     peer_ip: [AtomicU64; 2],
     local_ip: [AtomicU64; 2],
-    /// peer port | local port << 16 | peer is v6 << 32 | local is v6 << 33.
+    /// peer port | local port << 16 | peer is v6 << 32 | local is v6 << 33
+    /// | unix socket << 34.
     ports: AtomicU64,
 }
 
@@ -89,10 +101,7 @@ const _: () = assert!(size_of::<ConnEntry>() == 64);
 pub struct ConnInfo {
     pub fd: u32,
     pub state: ConnState,
-    /// The client's address (the socket's own address, for a listener).
-    pub peer: SocketAddr,
-    /// The address the client connected to.
-    pub local: SocketAddr,
+    pub addrs: ConnAddrs,
     pub last_cmd: u32,
 }
 
@@ -125,14 +134,12 @@ fn ip_from_words(words: [u64; 2], v6: bool) -> IpAddr {
 
 impl ConnEntry {
     /// Take the entry for a socket (owner only).
-    pub fn publish(
-        &self,
-        fd: u32,
-        peer: SocketAddr,
-        local: SocketAddr,
-        state: ConnState,
-        now: u32,
-    ) {
+    pub fn publish(&self, fd: u32, addrs: ConnAddrs, state: ConnState, now: u32) {
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let (peer, local, unix) = match addrs {
+            ConnAddrs::Tcp { peer, local } => (peer, local, false),
+            ConnAddrs::Unix => (unspecified, unspecified, true),
+        };
         let (peer_ip, peer_v6) = ip_words(peer.ip());
         let (local_ip, local_v6) = ip_words(local.ip());
         self.seq.fetch_add(1, Ordering::Relaxed);
@@ -146,7 +153,8 @@ impl ConnEntry {
             u64::from(peer.port())
                 | u64::from(local.port()) << 16
                 | u64::from(peer_v6) << 32
-                | u64::from(local_v6) << 33,
+                | u64::from(local_v6) << 33
+                | u64::from(unix) << 34,
             Ordering::Relaxed,
         );
         self.last_cmd.store(now, Ordering::Relaxed);
@@ -192,14 +200,24 @@ impl ConnEntry {
                 continue;
             }
             let state = state?;
+            let addrs = if ports >> 34 & 1 == 1 {
+                ConnAddrs::Unix
+            } else {
+                ConnAddrs::Tcp {
+                    peer: SocketAddr::new(
+                        ip_from_words(peer_ip, ports >> 32 & 1 == 1),
+                        ports as u16,
+                    ),
+                    local: SocketAddr::new(
+                        ip_from_words(local_ip, ports >> 33 & 1 == 1),
+                        (ports >> 16) as u16,
+                    ),
+                }
+            };
             return Some(ConnInfo {
                 fd,
                 state,
-                peer: SocketAddr::new(ip_from_words(peer_ip, ports >> 32 & 1 == 1), ports as u16),
-                local: SocketAddr::new(
-                    ip_from_words(local_ip, ports >> 33 & 1 == 1),
-                    (ports >> 16) as u16,
-                ),
+                addrs,
                 last_cmd,
             });
         }
@@ -222,15 +240,15 @@ mod tests {
         assert_eq!(e.read(), None);
         let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let local: SocketAddr = "[::1]:11211".parse().unwrap();
-        e.publish(12, peer, local, ConnState::NewCmd, 100);
+        let addrs = ConnAddrs::Tcp { peer, local };
+        e.publish(12, addrs, ConnState::NewCmd, 100);
         let got = e.read().unwrap();
         assert_eq!(
             got,
             ConnInfo {
                 fd: 12,
                 state: ConnState::NewCmd,
-                peer,
-                local,
+                addrs,
                 last_cmd: 100
             }
         );
@@ -239,5 +257,13 @@ mod tests {
         assert_eq!((got.state, got.last_cmd), (ConnState::Nread, 105));
         e.clear();
         assert_eq!(e.read(), None);
+        // The entry's next socket: a unix one leaves nothing of the TCP one.
+        e.publish(13, ConnAddrs::Unix, ConnState::Listening, 110);
+        assert_eq!(
+            e.read().map(|i| (i.fd, i.addrs)),
+            Some((13, ConnAddrs::Unix))
+        );
+        e.publish(14, addrs, ConnState::NewCmd, 120);
+        assert_eq!(e.read().map(|i| i.addrs), Some(addrs));
     }
 }

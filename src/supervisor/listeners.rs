@@ -9,17 +9,30 @@
 //! which is the slot order. Changing the number of workers is then a matter of
 //! reattaching the program: no socket is ever closed, so no queued connection
 //! is ever reset.
+//!
+//! With `-s` there is no TCP (as in memcached) but one unix socket, which
+//! Linux cannot split by SO_REUSEPORT: every worker in service accepts on it.
 
+use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 
-use socket2::{Domain, Socket, Type};
+use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::config::Settings;
 
-/// `listeners[slot][address]`, for `slots` slots.
+/// The longest path a unix socket can have (`sun_path` less its NUL).
+const UNIX_PATH_MAX: usize = 107;
+
+/// `listeners[slot][address]`, for `slots` slots: none with `-s`.
 pub fn bind(s: &Settings, slots: u32) -> Result<Vec<Vec<TcpListener>>, String> {
+    if s.unix_socket.is_some() {
+        return Ok((0..slots).map(|_| Vec::new()).collect());
+    }
     let mut port = s.port;
     let mut all = Vec::new();
     for _ in 0..slots {
@@ -129,6 +142,101 @@ pub fn write_port_file(path: &Path, slot: &[TcpListener]) -> Result<(), String> 
                 path.display()
             )
         })
+}
+
+/// The unix socket of `-s` and the file it made. Dropping it in the
+/// supervisor (at the end of a shutdown, or when start-up fails after it was
+/// made) removes the file: memcached leaves it behind, and the next start
+/// would replace it anyway, but a file nobody answers on misleads clients
+/// and tooling meanwhile.
+pub struct UnixSocket {
+    pub listener: UnixListener,
+    path: PathBuf,
+    /// The file's (device, inode): only this very file is removed, never one
+    /// that another instance has put in its place since.
+    file: (u64, u64),
+    /// The process that made it: a forked worker never removes the file.
+    owner: u32,
+}
+
+impl UnixSocket {
+    /// Listen on `path` with permissions `mode` (-a). A socket file already
+    /// there is replaced if nothing answers on it (a crashed instance's), and
+    /// refused if something does: memcached would silently take the path
+    /// over from a running instance, which then serves nobody.
+    pub fn bind(path: &Path, mode: u32, backlog: u32) -> Result<UnixSocket, String> {
+        let fail =
+            |why: String| format!("failed to listen on unix socket {}: {why}", path.display());
+        let len = path.as_os_str().as_bytes().len();
+        if len > UNIX_PATH_MAX {
+            return Err(fail(format!(
+                "the path is too long ({len} bytes, at most {UNIX_PATH_MAX})"
+            )));
+        }
+        match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(fail(e.to_string())),
+            Ok(meta) if !meta.file_type().is_socket() => {
+                return Err(fail("the path exists and is not a socket".into()));
+            }
+            Ok(_) => match UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(fail(
+                        "another process listens on it (stop it, or choose another path)".into(),
+                    ));
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    // Stale: left by an instance that is gone.
+                    std::fs::remove_file(path)
+                        .map_err(|e| fail(format!("cannot remove the stale socket: {e}")))?;
+                }
+                Err(e) => {
+                    return Err(fail(format!(
+                        "a socket file is there and cannot be checked: {e}"
+                    )));
+                }
+            },
+        }
+        let listener = unix_listener(path, mode, backlog).map_err(|e| fail(e.to_string()))?;
+        let meta = std::fs::symlink_metadata(path).map_err(|e| fail(e.to_string()))?;
+        Ok(UnixSocket {
+            listener,
+            path: path.to_path_buf(),
+            file: (meta.dev(), meta.ino()),
+            owner: std::process::id(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for UnixSocket {
+    fn drop(&mut self) {
+        if std::process::id() != self.owner {
+            return;
+        }
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path)
+            && (meta.dev(), meta.ino()) == self.file
+        {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Bind with the permissions given from the first instant (through the umask,
+/// as memcached does: no window in which the socket is more open), then listen.
+fn unix_listener(path: &Path, mode: u32, backlog: u32) -> io::Result<UnixListener> {
+    use nix::sys::stat::{Mode, umask};
+    let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    let addr = SockAddr::unix(path)?;
+    let before = umask(Mode::from_bits_truncate(!mode & 0o777));
+    let bound = sock.bind(&addr);
+    umask(before);
+    bound?;
+    sock.listen(backlog.min(i32::MAX as u32) as i32)?;
+    Ok(UnixListener::from(OwnedFd::from(sock)))
 }
 
 /// SO_REUSEPORT would let us join another process's sockets on the port (of

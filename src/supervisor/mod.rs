@@ -121,12 +121,16 @@ struct Origin {
     cwd: Option<PathBuf>,
 }
 
-/// A daemon runs in /: the pid file it was told of is relative to where it
-/// was started.
+/// A daemon runs in /: the pid file and unix socket it was told of are
+/// relative to where it was started.
 fn anchor_paths(settings: &mut Settings, cwd: Option<&Path>) {
-    for path in [&mut settings.pid_file, &mut settings.memory_file]
-        .into_iter()
-        .flatten()
+    for path in [
+        &mut settings.pid_file,
+        &mut settings.memory_file,
+        &mut settings.unix_socket,
+    ]
+    .into_iter()
+    .flatten()
     {
         if let Some(cwd) = cwd
             && path.is_relative()
@@ -200,8 +204,10 @@ pub struct Supervisor {
     log: Logger,
     /// Always Some in the supervisor; a forked child takes it for its worker.
     store: Option<Store>,
-    /// listeners[slot][address], for every slot made at start.
+    /// listeners[slot][address], for every slot made at start (none with -s).
     listeners: Vec<Vec<TcpListener>>,
+    /// `-s`: the one unix socket, shared by every worker in service.
+    unix: Option<listeners::UnixSocket>,
     mailboxes: Mailboxes,
     slots: Vec<Slot>,
     wake: (OwnedFd, OwnedFd),
@@ -243,7 +249,10 @@ impl Supervisor {
             Some(h) => inherited_listeners(h, slots, &settings)?,
             None => listeners::bind(&settings, slots)?,
         };
-        if let Some(path) = std::env::var_os("MEMCACHED_PORT_FILENAME") {
+        // As memcached: with -s there is no TCP port to tell of.
+        if let Some(path) = std::env::var_os("MEMCACHED_PORT_FILENAME")
+            && settings.unix_socket.is_none()
+        {
             listeners::write_port_file(std::path::Path::new(&path), &listeners[0])?;
         }
         if slots > settings.workers {
@@ -254,6 +263,22 @@ impl Supervisor {
         if let Some(user) = user {
             drop_privileges(&user)?;
         }
+        // After the privilege drop, as memcached: the file belongs to the
+        // user the daemon runs as. (An upgrade is refused with -s, so a
+        // handover never carries a unix socket.)
+        if handover.is_some() && settings.unix_socket.is_some() {
+            return Err(
+                "an upgrade cannot take over a unix socket (-s) yet: restart instead".into(),
+            );
+        }
+        let unix = match &settings.unix_socket {
+            Some(path) => Some(listeners::UnixSocket::bind(
+                path,
+                settings.unix_socket_mode,
+                settings.backlog,
+            )?),
+            None => None,
+        };
         let (store, mailboxes) = match &handover {
             Some(h) => adopt(h, &settings, slots)?,
             None => (
@@ -285,15 +310,23 @@ impl Supervisor {
             signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
                 .map_err(|e| format!("sigprocmask: {e}"))?;
         }
-        let port = listeners[0][0].local_addr().map(|a| a.port()).unwrap_or(0);
+        let port = listeners[0]
+            .first()
+            .and_then(|l| l.local_addr().ok())
+            .map_or(0, |a| a.port());
         info!(log, "shmcached starting";
             "version" => env!("CARGO_PKG_VERSION"),
             "pid" => std::process::id(),
             "workers" => settings.workers,
             "worker_slots" => slots,
             "memory_mb" => settings.memory_limit >> 20,
-            "listen" => format!("{:?}", settings.listen),
+            // With -s there is no TCP: neither addresses nor a port.
+            "listen" => match unix {
+                Some(_) => "none (unix socket)".to_string(),
+                None => format!("{:?}", settings.listen),
+            },
             "port" => port,
+            "unix_socket" => unix.as_ref().map(|u| u.path().display().to_string()),
             "segment" => store.segment_path());
         let slots = (0..slots)
             .map(|i| Slot {
@@ -316,6 +349,7 @@ impl Supervisor {
             log,
             store: Some(store),
             listeners,
+            unix,
             mailboxes,
             slots,
             wake,
@@ -496,6 +530,18 @@ impl Supervisor {
         let listeners = std::mem::take(&mut self.listeners[i]);
         // The other slots' sockets are not ours to accept on.
         self.listeners.clear();
+        // The unix socket is every worker's in service (a dormant slot's
+        // worker only passes its connections on).
+        let unix = match &self.unix {
+            Some(u) if i < self.settings.workers as usize => match u.listener.try_clone() {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    error!(self.log, "worker cannot start"; "error" => %e);
+                    return 1;
+                }
+            },
+            _ => None,
+        };
         let log = self.log.new(slog::o!("slot" => i));
         let handoff = match self.mailboxes.for_worker(i) {
             Ok(h) => h,
@@ -509,6 +555,7 @@ impl Supervisor {
             self.settings.clone(),
             i,
             listeners,
+            unix,
             handoff,
             log.clone(),
         ) {
@@ -830,6 +877,12 @@ impl Supervisor {
     }
 
     fn prepare_upgrade(&mut self) -> Result<(), String> {
+        if self.settings.unix_socket.is_some() {
+            // The hand-over carries the TCP sockets only.
+            return Err(
+                "an upgrade cannot take over a unix socket (-s) yet: restart instead".into(),
+            );
+        }
         let exe = upgrade::installed_binary()?;
         // What the sockets and the segment were made from must stay.
         let wanted = self.read_settings()?;
@@ -944,9 +997,12 @@ impl Supervisor {
             .iter()
             .map(|s| s.restarts.load(Relaxed))
             .sum();
+        let listening = match &self.unix {
+            Some(u) => format!("unix socket {}", u.path().display()),
+            None => format!("port {}", self.port),
+        };
         format!(
-            "workers {up}/{workers} up, port {}, memory {} MiB, restarts {restarts}{}",
-            self.port,
+            "workers {up}/{workers} up, {listening}, memory {} MiB, restarts {restarts}{}",
             self.settings.memory_limit >> 20,
             if self.reload.is_some() {
                 ", reloading"

@@ -5,7 +5,7 @@
 //! - **workers** (`-t`), within the slots made at start (`max_workers`): new
 //!   slots get a worker, surplus workers pass their connections on and stop;
 //! - **fixed**: what the segment's layout, the sockets or the process identity
-//!   were made from (memory, item size, CAS, evictions, port, addresses,
+//!   were made from (memory, item size, CAS, evictions, port, unix socket, addresses,
 //!   backlog, user, pid file, memory file, slots): the running value stays, and the change
 //!   is logged as needing a restart;
 //! - everything else a worker copies at fork (`-F`, `-A`, `-B`, `-Y`,
@@ -56,6 +56,8 @@ pub fn plan(running: &Settings, mut wanted: Settings) -> Plan {
     }
     fixed!(
         port => "port",
+        unix_socket => "unix_socket",
+        unix_socket_mode => "unix_socket_mode",
         listen => "listen",
         memory_limit => "memory_limit",
         item_size_max => "item_size_max",
@@ -178,6 +180,7 @@ mod tests {
     fn fixed_settings_keep_their_running_value() {
         let mut wanted = running();
         wanted.port = 1234;
+        wanted.unix_socket = Some("/run/elsewhere.sock".into());
         wanted.memory_limit = 128 << 20;
         wanted.cas_enabled = false;
         wanted.max_workers = Some(8);
@@ -188,6 +191,7 @@ mod tests {
             keys,
             [
                 "port",
+                "unix_socket",
                 "memory_limit",
                 "cas_enabled",
                 "max_workers",

@@ -1,11 +1,189 @@
-//! One client connection: its socket and its two buffers.
+//! One client connection: its socket (TCP or unix) and its two buffers.
 
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
-use mio::net::TcpStream;
+use mio::event::Source;
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname};
 
-use crate::store::conns::ConnState;
+use crate::store::conns::{ConnAddrs, ConnState};
+
+/// A client's socket: accepted from a TCP or a unix listener, or passed on
+/// by another worker. The rest of the worker does not care which.
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    /// A connected socket received as a bare descriptor (SCM_RIGHTS): its
+    /// family says which kind; made non-blocking.
+    pub fn from_fd(fd: OwnedFd) -> io::Result<Stream> {
+        let family = getsockname::<SockaddrStorage>(fd.as_raw_fd())?.family();
+        let stream = if family == Some(AddressFamily::Unix) {
+            let std = std::os::unix::net::UnixStream::from(fd);
+            std.set_nonblocking(true)?;
+            Stream::Unix(UnixStream::from_std(std))
+        } else {
+            let std = std::net::TcpStream::from(fd);
+            std.set_nonblocking(true)?;
+            Stream::Tcp(TcpStream::from_std(std))
+        };
+        Ok(stream)
+    }
+
+    /// What `stats conns` shows of it; `peer` as accept() returned it, if known.
+    pub fn addrs(&self, peer: Option<SocketAddr>) -> ConnAddrs {
+        match self {
+            Stream::Tcp(s) => {
+                let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+                let peer = peer.or_else(|| s.peer_addr().ok()).unwrap_or(unknown);
+                let local = s.local_addr().unwrap_or(peer);
+                ConnAddrs::Tcp { peer, local }
+            }
+            Stream::Unix(_) => ConnAddrs::Unix,
+        }
+    }
+
+    /// The client has gone (a passed connection whose client left meanwhile).
+    pub fn is_disconnected(&self) -> bool {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().is_err(),
+            Stream::Unix(s) => s.peer_addr().is_err(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl Source for Stream {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.register(r, t, i),
+            Stream::Unix(s) => s.register(r, t, i),
+        }
+    }
+
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.reregister(r, t, i),
+            Stream::Unix(s) => s.reregister(r, t, i),
+        }
+    }
+
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.deregister(r),
+            Stream::Unix(s) => s.deregister(r),
+        }
+    }
+}
+
+/// A listening socket the supervisor made: the slot's own TCP socket, or the
+/// unix socket every worker shares (all of them wake up for a connection;
+/// the ones that lose the race get EAGAIN).
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// One waiting connection, with the client's address for TCP.
+    pub fn accept(&self) -> io::Result<(Stream, Option<SocketAddr>)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, peer) = l.accept()?;
+                let _ = s.set_nodelay(true);
+                Ok((Stream::Tcp(s), Some(peer)))
+            }
+            Listener::Unix(l) => Ok((Stream::Unix(l.accept()?.0), None)),
+        }
+    }
+
+    /// What `stats conns` shows for it.
+    pub fn addrs(&self) -> Option<ConnAddrs> {
+        match self {
+            Listener::Tcp(l) => l
+                .local_addr()
+                .ok()
+                .map(|a| ConnAddrs::Tcp { peer: a, local: a }),
+            Listener::Unix(_) => Some(ConnAddrs::Unix),
+        }
+    }
+
+    /// The TCP port, if it is a TCP socket.
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().ok().map(|a| a.port()),
+            Listener::Unix(_) => None,
+        }
+    }
+}
+
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l) => l.as_raw_fd(),
+        }
+    }
+}
+
+impl Source for Listener {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.register(r, t, i),
+            Listener::Unix(l) => l.register(r, t, i),
+        }
+    }
+
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.reregister(r, t, i),
+            Listener::Unix(l) => l.reregister(r, t, i),
+        }
+    }
+
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.deregister(r),
+            Listener::Unix(l) => l.deregister(r),
+        }
+    }
+}
 
 /// Bytes read per read() call at most; the buffer grows only for large values.
 const READ_CHUNK: usize = 16 * 1024;
@@ -74,7 +252,7 @@ pub enum ReadOutcome {
 }
 
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub input: Buffer,
     /// Replies waiting to be written.
     pub output: Vec<u8>,
@@ -107,7 +285,7 @@ pub struct Conn {
 
 impl Conn {
     /// `authenticated`: false when `-Y` asks every connection to authenticate.
-    pub fn new(stream: TcpStream, authenticated: bool) -> Conn {
+    pub fn new(stream: Stream, authenticated: bool) -> Conn {
         Conn {
             stream,
             input: Buffer::default(),

@@ -2,7 +2,8 @@
 //! another slot (or to its own successor) on a reload, so that no client sees
 //! its connection closed: only idle connections travel (nothing buffered in
 //! either direction), so the socket alone is the whole state, plus whether it
-//! had authenticated (`-Y`). A request the client sends meanwhile waits in
+//! had authenticated (`-Y`). TCP and unix sockets travel alike; the receiver
+//! tells them apart by their address family. A request the client sends meanwhile waits in
 //! the kernel for the new owner.
 //!
 //! Each slot has a mailbox, a Unix SOCK_SEQPACKET socket pair made by the
@@ -16,7 +17,6 @@
 //! ```
 
 use std::io::{IoSlice, IoSliceMut};
-use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -93,7 +93,7 @@ pub struct Handoff {
 
 /// A connection received from another worker.
 pub struct Passed {
-    pub stream: TcpStream,
+    pub socket: OwnedFd,
     pub authenticated: bool,
 }
 
@@ -147,10 +147,10 @@ impl Handoff {
             for (i, fd) in fds.into_iter().enumerate() {
                 // SAFETY: SCM_RIGHTS installed `fd` in this process for us
                 // alone; nothing else owns it.
-                let stream = unsafe { TcpStream::from_raw_fd(fd) };
+                let socket = unsafe { OwnedFd::from_raw_fd(fd) };
                 let authenticated = i < bytes && flags[i] == 1;
                 passed.push(Passed {
-                    stream,
+                    socket,
                     authenticated,
                 });
             }
@@ -261,15 +261,14 @@ impl super::Worker {
             }
         };
         for p in passed {
-            // A client that left meanwhile: dropping the socket closes it.
-            let Ok(peer) = p.stream.peer_addr() else {
+            let Ok(stream) = super::conn::Stream::from_fd(p.socket) else {
                 continue;
             };
-            if p.stream.set_nonblocking(true).is_err() {
+            // A client that left meanwhile: dropping the socket closes it.
+            if stream.is_disconnected() {
                 continue;
             }
-            let stream = mio::net::TcpStream::from_std(p.stream);
-            if let Some(idx) = self.adopt(stream, peer, p.authenticated) {
+            if let Some(idx) = self.adopt(stream, None, p.authenticated) {
                 // Whatever its client sent while it travelled.
                 self.service(idx);
             }
@@ -281,7 +280,8 @@ impl super::Worker {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::unix::net::UnixStream;
 
     #[test]
     fn a_connection_moves_with_what_its_client_sent_meanwhile() {
@@ -301,17 +301,52 @@ mod tests {
         drop((served, served_too));
         client.write_all(b"version\r\n").unwrap();
 
-        let mut got = to.receive().unwrap();
+        let got = to.receive().unwrap();
         assert_eq!(got.len(), 2);
         assert!(got[0].authenticated && !got[1].authenticated);
+        let mut stream = TcpStream::from(got[0].socket.try_clone().unwrap());
         let mut buf = [0u8; 9];
-        got[0].stream.read_exact(&mut buf).unwrap();
+        stream.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"version\r\n");
-        got[0].stream.write_all(b"VERSION x\r\n").unwrap();
+        stream.write_all(b"VERSION x\r\n").unwrap();
         let mut reply = [0u8; 11];
         client.read_exact(&mut reply).unwrap();
         assert_eq!(&reply, b"VERSION x\r\n");
         assert!(to.receive().unwrap().is_empty());
         drop(other);
+    }
+
+    #[test]
+    fn unix_and_tcp_connections_come_out_as_what_they_are() {
+        let boxes = Mailboxes::new(1).unwrap();
+        let worker = boxes.for_worker(0).unwrap();
+        let (mut client, served) = UnixStream::pair().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _tcp_client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (tcp_served, _) = listener.accept().unwrap();
+        worker
+            .send(
+                0,
+                &[(served.as_raw_fd(), false), (tcp_served.as_raw_fd(), true)],
+            )
+            .unwrap();
+        drop((served, tcp_served));
+        let got = worker.receive().unwrap();
+        assert_eq!(got.len(), 2);
+        let mut streams = got
+            .into_iter()
+            .map(|p| super::super::conn::Stream::from_fd(p.socket).unwrap());
+        let Some(super::super::conn::Stream::Unix(mut unix)) = streams.next() else {
+            panic!("the unix socket came out as TCP");
+        };
+        assert!(matches!(
+            streams.next(),
+            Some(super::super::conn::Stream::Tcp(_))
+        ));
+        client.write_all(b"x").unwrap();
+        let mut buf = [0u8; 1];
+        // Non-blocking now: the byte is already there.
+        unix.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"x");
     }
 }

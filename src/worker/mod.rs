@@ -11,10 +11,11 @@ mod stats;
 use std::cell::Cell;
 use std::net::TcpListener as StdListener;
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener as StdUnixListener;
 use std::sync::atomic::{AtomicBool, Ordering, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use mio::net::TcpListener;
+use mio::net::{TcpListener, UnixListener};
 use mio::{Events, Interest, Poll, Token};
 use slog::{Logger, debug, info, warn};
 
@@ -25,7 +26,7 @@ use crate::store::Store;
 use crate::store::conns::{CONNS_PER_WORKER, ConnState};
 use crate::store::prefix::PrefixOp;
 use crate::store::stats::Counter;
-use conn::{Conn, ReadOutcome};
+use conn::{Conn, Listener, ReadOutcome, Stream};
 use exec::After;
 
 /// Replies queued past this stop a connection's processing until the client
@@ -57,7 +58,7 @@ pub struct WorkerContext {
     pub limits: Limits,
     /// This worker's slot.
     pub slot: usize,
-    /// The TCP port the listeners are bound to (`-p -1` picks one).
+    /// The TCP port the listeners are bound to (`-p -1` picks one; 0 with `-s`).
     pub port: u16,
     /// The connection-table entry of the connection whose command runs now.
     pub current_conn: Cell<Option<usize>>,
@@ -81,7 +82,7 @@ impl WorkerContext {
 
 pub struct Worker {
     ctx: WorkerContext,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     poll: Poll,
     conns: Vec<Option<Conn>>,
     free_tokens: Vec<usize>,
@@ -96,11 +97,14 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// `listeners`: the slot's TCP sockets; `unix`: the unix socket all the
+    /// workers in service share (`-s`).
     pub fn new(
         store: Store,
         settings: Settings,
         slot: usize,
         listeners: Vec<StdListener>,
+        unix: Option<StdUnixListener>,
         handoff: handoff::Handoff,
         log: Logger,
     ) -> std::io::Result<Worker> {
@@ -117,28 +121,26 @@ impl Worker {
             entry.clear();
         }
         let started = store.header().started.load(Relaxed) as u32;
-        let mut port = 0;
-        for (entry, l) in table.iter().zip(&listeners) {
-            if let Ok(addr) = l.local_addr() {
-                port = addr.port();
-                entry.publish(
-                    l.as_raw_fd() as u32,
-                    addr,
-                    addr,
-                    ConnState::Listening,
-                    started,
-                );
-            }
-        }
-        let free_entries = (listeners.len()..CONNS_PER_WORKER).rev().collect();
         let mut mio_listeners = Vec::new();
-        for (i, l) in listeners.into_iter().enumerate() {
+        for l in listeners {
             l.set_nonblocking(true)?;
-            let mut l = TcpListener::from_std(l);
-            poll.registry()
-                .register(&mut l, Token(i), Interest::READABLE)?;
-            mio_listeners.push(l);
+            mio_listeners.push(Listener::Tcp(TcpListener::from_std(l)));
         }
+        if let Some(l) = unix {
+            // O_NONBLOCK is shared with every process holding the socket:
+            // all of them only ever accept non-blocking.
+            l.set_nonblocking(true)?;
+            mio_listeners.push(Listener::Unix(UnixListener::from_std(l)));
+        }
+        let mut port = 0;
+        for (i, (entry, l)) in table.iter().zip(&mut mio_listeners).enumerate() {
+            if let Some(addrs) = l.addrs() {
+                port = l.port().unwrap_or(port);
+                entry.publish(l.as_raw_fd() as u32, addrs, ConnState::Listening, started);
+            }
+            poll.registry().register(l, Token(i), Interest::READABLE)?;
+        }
+        let free_entries = (mio_listeners.len()..CONNS_PER_WORKER).rev().collect();
         let limits = Limits {
             item_size_max: settings.item_size_max as usize,
             cas_enabled: settings.cas_enabled,
@@ -260,6 +262,7 @@ impl Worker {
             };
             let (mut stream, peer) = match listener.accept() {
                 Ok(s) => s,
+                // Nothing left, or another worker took it (the unix socket).
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -276,9 +279,8 @@ impl Worker {
                 let _ = stream.write(TOO_MANY_CONNECTIONS);
                 continue;
             }
-            let _ = stream.set_nodelay(true);
             counters.incr(Counter::total_connections);
-            debug!(self.log, "connection opened"; "peer" => %peer);
+            debug!(self.log, "connection opened"; "peer" => ?peer);
             let authenticated = self.ctx.settings.auth.is_none();
             self.adopt(stream, peer, authenticated);
         }
@@ -288,8 +290,8 @@ impl Worker {
     /// worker passed on. Returns its index.
     fn adopt(
         &mut self,
-        mut stream: mio::net::TcpStream,
-        peer: std::net::SocketAddr,
+        mut stream: Stream,
+        peer: Option<std::net::SocketAddr>,
         authenticated: bool,
     ) -> Option<usize> {
         let counters = self.ctx.store.counters();
@@ -311,12 +313,10 @@ impl Worker {
         let mut conn = Conn::new(stream, authenticated);
         // Past the table's size a connection is served but not listed.
         if let Some(e) = self.free_entries.pop() {
-            let local = conn.stream.local_addr().unwrap_or(peer);
             let fd = conn.stream.as_raw_fd() as u32;
             self.ctx.store.conn_table(self.ctx.slot)[e].publish(
                 fd,
-                peer,
-                local,
+                conn.stream.addrs(peer),
                 ConnState::NewCmd,
                 crate::store::unix_now(),
             );

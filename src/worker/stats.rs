@@ -11,7 +11,7 @@ use std::fmt::Display;
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::protocol::{Dialect, reply};
-use crate::store::conns::{ConnInfo, ConnState};
+use crate::store::conns::{ConnAddrs, ConnInfo, ConnState};
 use crate::store::item::ITEM_HEADER;
 use crate::store::segment::{GROWTH_FACTOR, MIN_CHUNK};
 use crate::store::stats::{ClassCounter, Counter};
@@ -88,7 +88,13 @@ fn settings(ctx: &WorkerContext, out: &mut Vec<u8>) {
     // The settings a reload changes live are read from the segment.
     let live = &h.live;
     stat(out, "maxconns", &live.max_connections.load(Relaxed));
-    stat(out, "tcpport", &ctx.port);
+    // With -s there is no TCP; memcached still shows the port it was given.
+    let tcpport = if s.unix_socket.is_some() {
+        s.port
+    } else {
+        ctx.port
+    };
+    stat(out, "tcpport", &tcpport);
     stat(out, "udpport", &0);
     let inter = s
         .listen
@@ -96,6 +102,11 @@ fn settings(ctx: &WorkerContext, out: &mut Vec<u8>) {
         .map(|a| a.to_string())
         .collect::<Vec<_>>()
         .join(",");
+    let inter = if s.unix_socket.is_some() {
+        "NULL".to_string()
+    } else {
+        inter
+    };
     stat(out, "inter", &inter);
     let verbosity = match h.verbosity.load(Relaxed) {
         0 => u32::from(s.verbosity),
@@ -108,7 +119,12 @@ fn settings(ctx: &WorkerContext, out: &mut Vec<u8>) {
     };
     stat(out, "oldest", &oldest);
     stat(out, "evictions", &if s.evictions { "on" } else { "off" });
-    stat(out, "domain_socket", &"NULL");
+    match &s.unix_socket {
+        Some(path) => stat(out, "domain_socket", &path.display()),
+        None => stat(out, "domain_socket", &"NULL"),
+    }
+    // memcached's name for -a, which is a mode, not a umask.
+    stat(out, "umask", &format_args!("{:o}", s.unix_socket_mode));
     stat(out, "shutdown_command", &yes_no(s.shutdown_enabled));
     stat(out, "growth_factor", &format_args!("{GROWTH_FACTOR:.2}"));
     // memcached's chunk_size is the room for key + value in the smallest chunk.
@@ -241,14 +257,34 @@ fn conns(ctx: &WorkerContext, out: &mut Vec<u8>) {
         }
     }
     all.sort_by_key(|&(id, _)| id);
+    // Every worker accepts on the one unix socket, and lists it: show it once.
+    let mut unix_listed = false;
+    all.retain(|(_, i)| {
+        let shared = i.addrs == ConnAddrs::Unix && i.state == ConnState::Listening;
+        !(shared && std::mem::replace(&mut unix_listed, true))
+    });
     let addr = |a: std::net::SocketAddr| match a {
         std::net::SocketAddr::V4(v4) => format!("tcp:{v4}"),
         std::net::SocketAddr::V6(v6) => format!("tcp6:[{}]:{}", v6.ip(), v6.port()),
     };
+    // memcached names the unix socket by its path, and shows its clients'
+    // (unnamed) address as an unknown family.
+    let unix = ctx
+        .settings
+        .unix_socket
+        .as_ref()
+        .map(|p| format!("unix:{}", p.display()))
+        .unwrap_or_else(|| "unix:".into());
+    let names = |i: &ConnInfo| match i.addrs {
+        ConnAddrs::Tcp { peer, local } => (addr(peer), addr(local)),
+        ConnAddrs::Unix if i.state == ConnState::Listening => (unix.clone(), unix.clone()),
+        ConnAddrs::Unix => ("?:<AF 0>".to_string(), unix.clone()),
+    };
     for (id, info) in all {
-        reply::stat(out, &format!("{id}:addr"), addr(info.peer));
+        let (peer, local) = names(&info);
+        reply::stat(out, &format!("{id}:addr"), peer);
         if info.state != ConnState::Listening {
-            reply::stat(out, &format!("{id}:listen_addr"), addr(info.local));
+            reply::stat(out, &format!("{id}:listen_addr"), local);
         }
         reply::stat(out, &format!("{id}:state"), info.state.name());
         reply::stat(

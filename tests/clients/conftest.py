@@ -1,5 +1,6 @@
 """Shared by the client tests: a real server process (shmcached, or memcached
-with SHMCACHED_TEST_SERVER=memcached) on a free loopback port, one per module."""
+with SHMCACHED_TEST_SERVER=memcached) on a free loopback port, or on a unix
+socket (`-s`) in a temporary directory, one per module."""
 
 import os
 import signal
@@ -24,26 +25,37 @@ def free_port():
         return s.getsockname()[1]
 
 
-def server_command(port):
-    if os.environ.get("SHMCACHED_TEST_SERVER") == "memcached":
-        return [MEMCACHED, "-U", "0", "-l", "127.0.0.1", "-p", str(port), "-u", "root", "-t", "2"]
+def shmcached_binary():
     binary = Path(os.environ.get("SHMCACHED_BIN", REPO_ROOT / "target" / "debug" / "shmcached"))
     if not binary.is_absolute():
         binary = REPO_ROOT / binary
     if not binary.exists():
         pytest.fail(f"{binary} does not exist: run `cargo build` first or set SHMCACHED_BIN")
-    return [str(binary), "-p", str(port), "-l", "127.0.0.1", "-u", "root", "-t", "2"]
+    return binary
+
+
+def server_command(port, unix_socket=None):
+    """The server on `port`, or on `unix_socket` (which turns TCP off)."""
+    where = ["-s", str(unix_socket)] if unix_socket else ["-p", str(port), "-l", "127.0.0.1"]
+    if os.environ.get("SHMCACHED_TEST_SERVER") == "memcached":
+        return [MEMCACHED, "-U", "0", *where, "-u", "root", "-t", "2"]
+    return [str(shmcached_binary()), *where, "-u", "root", "-t", "2"]
 
 
 class Daemon:
-    """A server process on 127.0.0.1 and a port of its own; `stop` always reaps it."""
+    """A server process on 127.0.0.1 and a port of its own, or on a unix
+    socket when `unix` is true; `stop` always reaps it."""
 
-    def __init__(self):
+    def __init__(self, unix=False):
         self.proc = None
+        self.unix_socket = None
+        if unix:
+            self.tmpdir = tempfile.TemporaryDirectory(prefix="shmcached-clients-")
+            self.unix_socket = os.path.join(self.tmpdir.name, "memcached.sock")
         last_failure = ""
         for _ in range(PORT_ATTEMPTS):
             self.port = free_port()
-            self.command = server_command(self.port)
+            self.command = server_command(self.port, self.unix_socket)
             self.log = tempfile.TemporaryFile()
             self.proc = subprocess.Popen(
                 self.command, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT
@@ -61,12 +73,25 @@ class Daemon:
             if self.proc.poll() is not None:
                 return f"`{' '.join(self.command)}` exited with {self.proc.returncode}:\n{self.output()}"
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                self.connect().close()
                 if self.proc.poll() is None:
                     return None
             except OSError:
                 time.sleep(0.02)
         return f"`{' '.join(self.command)}` did not accept connections in {READY_TIMEOUT} s:\n{self.output()}"
+
+    def connect(self):
+        """A plain socket to the server."""
+        if self.unix_socket:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(1)
+            try:
+                s.connect(self.unix_socket)
+            except OSError:
+                s.close()
+                raise
+            return s
+        return socket.create_connection(("127.0.0.1", self.port), timeout=1)
 
     def output(self):
         self.log.seek(0)
@@ -88,5 +113,13 @@ def daemon():
     """One server for the module (memcached takes up to a second to stop);
     each test starts from an empty cache (see `client`)."""
     d = Daemon()
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="module")
+def unix_daemon():
+    """One server on a unix socket (`-s`) for the module."""
+    d = Daemon(unix=True)
     yield d
     d.stop()

@@ -1,4 +1,5 @@
-"""shmcached through a real client library: pymemcache's Client and HashClient.
+"""shmcached through a real client library: pymemcache's Client (over TCP
+and over a unix socket, `-s`) and HashClient.
 
 Run from the repository root after `cargo build`:
 
@@ -21,9 +22,16 @@ def make_client(port):
     return Client(("127.0.0.1", port), connect_timeout=5, timeout=5, default_noreply=False)
 
 
-@pytest.fixture
-def client(daemon):
-    c = make_client(daemon.port)
+@pytest.fixture(params=["tcp", "unix"])
+def client(request):
+    """Every test runs over TCP and over the unix socket (pymemcache takes a
+    path for a server)."""
+    if request.param == "unix":
+        daemon = request.getfixturevalue("unix_daemon")
+        c = Client(daemon.unix_socket, connect_timeout=5, timeout=5, default_noreply=False)
+    else:
+        daemon = request.getfixturevalue("daemon")
+        c = make_client(daemon.port)
     assert c.flush_all() is True
     yield c
     c.close()
