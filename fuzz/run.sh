@@ -17,7 +17,7 @@ seconds="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(parse parse_execute)
+    targets=(parse parse_execute parse_binary)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -521,3 +521,36 @@ fn a_settings_change_that_needs_a_restart_refuses_the_upgrade() {
     fs::write(&config, "memory_limit_mb = 16\nworkers = 2\n").unwrap();
     upgrade(&d, &install, 0);
 }
+
+/// The hand-over carries TCP sockets only: with a unix socket (`-s`) SIGUSR2
+/// is refused, saying so, and the running binary and its workers go on
+/// serving over the socket (docs/operations.md).
+#[test]
+fn with_a_unix_socket_the_upgrade_is_refused_and_serving_goes_on() {
+    use std::io::{Read, Write};
+    let _turn = one_at_a_time();
+    let install = Install::new("unix");
+    let socket = install.binary().with_file_name("upgrade.sock");
+    let d = Daemon::start(
+        &install.binary(),
+        &["-t", "2", "-s", socket.to_str().unwrap()],
+    );
+    let workers = d.workers();
+    let exe = d.exe();
+    install.replace_with(Path::new(SHMCACHED));
+    signal(d.pid(), SIGUSR2).unwrap();
+    d.wait_log("upgrade refused", 0, Duration::from_secs(15));
+    assert!(d.stderr().contains("unix socket"), "{}", d.stderr());
+    assert_eq!(d.exe(), exe, "still the old binary");
+    assert_eq!(d.workers(), workers, "the same workers");
+    let mut c = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    c.write_all(b"set u 0 0 1\r\nx\r\nget u\r\n").unwrap();
+    let mut reply = Vec::new();
+    while !reply.ends_with(b"END\r\n") {
+        let mut buf = [0u8; 256];
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&reply));
+        reply.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(reply, b"STORED\r\nVALUE u 0 1\r\nx\r\nEND\r\n");
+}
