@@ -522,35 +522,59 @@ fn a_settings_change_that_needs_a_restart_refuses_the_upgrade() {
     upgrade(&d, &install, 0);
 }
 
-/// The hand-over carries TCP sockets only: with a unix socket (`-s`) SIGUSR2
-/// is refused, saying so, and the running binary and its workers go on
-/// serving over the socket (docs/operations.md).
+/// With a unix socket (`-s`) the socket is handed over too: a connection
+/// opened before the upgrade is served after it, new ones are accepted, the
+/// socket file stays, and the upgraded image removes it at exit.
 #[test]
-fn with_a_unix_socket_the_upgrade_is_refused_and_serving_goes_on() {
+fn with_a_unix_socket_the_upgrade_hands_the_socket_over() {
     use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    fn ask_unix(c: &mut UnixStream, request: &[u8], end: &[u8]) -> Vec<u8> {
+        c.write_all(request).unwrap();
+        let mut reply = Vec::new();
+        while !reply.ends_with(end) {
+            let mut buf = [0u8; 256];
+            let n = c.read(&mut buf).unwrap();
+            assert!(n > 0, "closed after {}", String::from_utf8_lossy(&reply));
+            reply.extend_from_slice(&buf[..n]);
+        }
+        reply
+    }
     let _turn = one_at_a_time();
     let install = Install::new("unix");
     let socket = install.binary().with_file_name("upgrade.sock");
-    let d = Daemon::start(
+    let mut d = Daemon::start(
         &install.binary(),
         &["-t", "2", "-s", socket.to_str().unwrap()],
     );
-    let workers = d.workers();
-    let exe = d.exe();
+    let mut before = UnixStream::connect(&socket).unwrap();
+    assert_eq!(
+        ask_unix(&mut before, b"set u 0 0 1\r\nx\r\n", b"\r\n"),
+        b"STORED\r\n"
+    );
+    let old_workers = d.workers();
     install.replace_with(Path::new(SHMCACHED));
-    signal(d.pid(), SIGUSR2).unwrap();
-    d.wait_log("upgrade refused", 0, Duration::from_secs(15));
-    assert!(d.stderr().contains("unix socket"), "{}", d.stderr());
-    assert_eq!(d.exe(), exe, "still the old binary");
-    assert_eq!(d.workers(), workers, "the same workers");
-    let mut c = std::os::unix::net::UnixStream::connect(&socket).unwrap();
-    c.write_all(b"set u 0 0 1\r\nx\r\nget u\r\n").unwrap();
-    let mut reply = Vec::new();
-    while !reply.ends_with(b"END\r\n") {
-        let mut buf = [0u8; 256];
-        let n = c.read(&mut buf).unwrap();
-        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&reply));
-        reply.extend_from_slice(&buf[..n]);
-    }
-    assert_eq!(reply, b"STORED\r\nVALUE u 0 1\r\nx\r\nEND\r\n");
+    upgrade(&d, &install, 0);
+    assert!(
+        d.workers().iter().all(|w| !old_workers.contains(w)),
+        "every worker replaced"
+    );
+    assert_eq!(
+        ask_unix(&mut before, b"get u\r\n", b"END\r\n"),
+        b"VALUE u 0 1\r\nx\r\nEND\r\n",
+        "the connection made before the upgrade"
+    );
+    let mut after = UnixStream::connect(&socket).unwrap();
+    assert_eq!(
+        ask_unix(&mut after, b"get u\r\n", b"END\r\n"),
+        b"VALUE u 0 1\r\nx\r\nEND\r\n"
+    );
+    drop((before, after));
+    signal(d.pid(), SIGTERM).unwrap();
+    let status = d.child.wait().unwrap();
+    assert!(status.success(), "{}", d.stderr());
+    assert!(
+        !socket.exists(),
+        "the upgraded image removes the socket file"
+    );
 }

@@ -594,7 +594,7 @@ impl Segment {
 }
 
 /// How an image passes the segment to the next one (see [`Segment::handover`]).
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Handover {
     Shm(String),
     File(std::os::fd::RawFd, PathBuf),

@@ -15,7 +15,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -207,8 +207,36 @@ impl UnixSocket {
         })
     }
 
+    /// The socket a previous image of this process listened on (upgrade):
+    /// `fd`, named in the hand-over, must be a listening unix socket bound to
+    /// `path`, and the file at `path` this image removes at exit.
+    pub fn adopt(fd: RawFd, path: &Path) -> Result<UnixSocket, String> {
+        let fail = |why: String| format!("the inherited unix socket {}: {why}", path.display());
+        super::upgrade::set_cloexec(fd, true);
+        // SAFETY: the previous image left `fd` open for us alone (named in the
+        // hand-over), and no other object of this process owns it.
+        let listener = unsafe { UnixListener::from_raw_fd(fd) };
+        let bound = listener.local_addr().map_err(|e| fail(e.to_string()))?;
+        if bound.as_pathname() != Some(path) {
+            return Err(fail(format!(
+                "it is bound to {bound:?}, these settings say -s"
+            )));
+        }
+        let meta = std::fs::symlink_metadata(path).map_err(|e| fail(e.to_string()))?;
+        Ok(UnixSocket {
+            listener,
+            path: path.to_path_buf(),
+            file: (meta.dev(), meta.ino()),
+            owner: std::process::id(),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.listener.as_raw_fd()
     }
 }
 

@@ -264,20 +264,27 @@ impl Supervisor {
             drop_privileges(&user)?;
         }
         // After the privilege drop, as memcached: the file belongs to the
-        // user the daemon runs as. (An upgrade is refused with -s, so a
-        // handover never carries a unix socket.)
-        if handover.is_some() && settings.unix_socket.is_some() {
-            return Err(
-                "an upgrade cannot take over a unix socket (-s) yet: restart instead".into(),
-            );
-        }
-        let unix = match &settings.unix_socket {
-            Some(path) => Some(listeners::UnixSocket::bind(
+        // user the daemon runs as. An upgrade inherits the socket instead.
+        let inherited = handover.as_ref().map(|h| h.unix);
+        let unix = match (&settings.unix_socket, inherited) {
+            (Some(path), None) => Some(listeners::UnixSocket::bind(
                 path,
                 settings.unix_socket_mode,
                 settings.backlog,
             )?),
-            None => None,
+            (Some(path), Some(Some(fd))) => Some(listeners::UnixSocket::adopt(fd, path)?),
+            (Some(_), Some(None)) => {
+                return Err(
+                    "the running instance has no unix socket; these settings say -s".into(),
+                );
+            }
+            (None, Some(Some(_))) => {
+                return Err(
+                    "the running instance listens on a unix socket; these settings do not say -s"
+                        .into(),
+                );
+            }
+            (None, _) => None,
         };
         let (store, mailboxes) = match &handover {
             Some(h) => adopt(h, &settings, slots)?,
@@ -877,12 +884,6 @@ impl Supervisor {
     }
 
     fn prepare_upgrade(&mut self) -> Result<(), String> {
-        if self.settings.unix_socket.is_some() {
-            // The hand-over carries the TCP sockets only.
-            return Err(
-                "an upgrade cannot take over a unix socket (-s) yet: restart instead".into(),
-            );
-        }
         let exe = upgrade::installed_binary()?;
         // What the sockets and the segment were made from must stay.
         let wanted = self.read_settings()?;
@@ -907,6 +908,7 @@ impl Supervisor {
                 .map(|slot| slot.iter().map(|l| l.as_raw_fd()).collect())
                 .collect(),
             mailboxes: self.mailboxes.raw_fds(),
+            unix: self.unix.as_ref().map(|u| u.raw_fd()),
             segment: self.store().handover(),
         };
         let why = match checked {
@@ -1137,14 +1139,16 @@ fn inherited_listeners(
     slots: u32,
     settings: &Settings,
 ) -> Result<Vec<Vec<TcpListener>>, String> {
-    if h.listeners.len() != slots as usize
-        || h.listeners.iter().any(|s| s.len() != settings.listen.len())
-    {
+    // With -s there is no TCP socket in any slot.
+    let per_slot = match settings.unix_socket {
+        Some(_) => 0,
+        None => settings.listen.len(),
+    };
+    if h.listeners.len() != slots as usize || h.listeners.iter().any(|s| s.len() != per_slot) {
         return Err(format!(
-            "the running instance has {} slots of {} sockets; these settings need {slots} of {}",
+            "the running instance has {} slots of {} sockets; these settings need {slots} of {per_slot}",
             h.listeners.len(),
             h.listeners.first().map_or(0, |s| s.len()),
-            settings.listen.len()
         ));
     }
     let listeners: Vec<Vec<TcpListener>> = h

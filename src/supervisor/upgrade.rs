@@ -18,8 +18,11 @@
 //! leaves the old one serving.
 //!
 //! ```text
-//! SHMCACHED_UPGRADE=1|<slot 0 fds, comma separated>;<slot 1 fds>...|<inbox>:<outbox>,...|file:<fd>:<path> or shm:<name>
+//! SHMCACHED_UPGRADE=2|<slot 0 fds, comma separated>;<slot 1 fds>...|<inbox>:<outbox>,...|<unix socket fd or ->|file:<fd>:<path> or shm:<name>
 //! ```
+//!
+//! (Version 1, read too, had no unix socket field. With `-s` the slots hold
+//! no TCP socket: their lists are empty.)
 
 use std::ffi::{CString, OsString};
 use std::os::fd::RawFd;
@@ -44,6 +47,8 @@ pub struct Handover {
     pub listeners: Vec<Vec<RawFd>>,
     /// (inbox, outbox) by slot.
     pub mailboxes: Vec<(RawFd, RawFd)>,
+    /// `-s`: the listening unix socket.
+    pub unix: Option<RawFd>,
     pub segment: SegmentHandover,
 }
 
@@ -68,8 +73,9 @@ impl Handover {
             SegmentHandover::File(fd, path) => format!("file:{fd}:{}", path.display()),
             SegmentHandover::Shm(name) => format!("shm:{name}"),
         };
+        let unix = self.unix.map_or("-".to_string(), |fd| fd.to_string());
         format!(
-            "1|{}|{}|{segment}",
+            "2|{}|{}|{unix}|{segment}",
             listeners.join(";"),
             mailboxes.join(",")
         )
@@ -77,21 +83,40 @@ impl Handover {
 
     pub fn decode(text: &str) -> Result<Handover, String> {
         let bad = || format!("{HANDOVER_ENV} is malformed: {text:?}");
-        let mut parts = text.splitn(4, '|');
-        if parts.next() != Some("1") {
-            return Err(bad());
-        }
-        let (Some(listeners), Some(mailboxes), Some(segment)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(bad());
-        };
         let fd = |s: &str| s.parse::<RawFd>().ok().filter(|&fd| fd > 2);
+        let (listeners, mailboxes, unix, segment) = match text.split_once('|') {
+            Some(("1", rest)) => {
+                let mut parts = rest.splitn(3, '|');
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some(l), Some(m), Some(s)) => (l, m, None, s),
+                    _ => return Err(bad()),
+                }
+            }
+            Some(("2", rest)) => {
+                let mut parts = rest.splitn(4, '|');
+                match (parts.next(), parts.next(), parts.next(), parts.next()) {
+                    (Some(l), Some(m), Some("-"), Some(s)) => (l, m, None, s),
+                    (Some(l), Some(m), Some(u), Some(s)) => (l, m, Some(fd(u).ok_or_else(bad)?), s),
+                    _ => return Err(bad()),
+                }
+            }
+            _ => return Err(bad()),
+        };
         let listeners = listeners
             .split(';')
-            .map(|slot| slot.split(',').map(fd).collect::<Option<Vec<_>>>())
+            .map(|slot| match slot {
+                "" => Some(Vec::new()),
+                _ => slot.split(',').map(fd).collect::<Option<Vec<_>>>(),
+            })
             .collect::<Option<Vec<_>>>()
-            .filter(|l| !l.is_empty() && l.iter().all(|s| !s.is_empty()))
+            // TCP sockets in every slot, or (with -s) in none.
+            .filter(|l| {
+                !l.is_empty()
+                    && match unix {
+                        None => l.iter().all(|s| !s.is_empty()),
+                        Some(_) => l.iter().all(|s| s.is_empty()),
+                    }
+            })
             .ok_or_else(bad)?;
         let mailboxes = mailboxes
             .split(',')
@@ -112,6 +137,7 @@ impl Handover {
         Ok(Handover {
             listeners,
             mailboxes,
+            unix,
             segment,
         })
     }
@@ -125,6 +151,7 @@ impl Handover {
         if let SegmentHandover::File(fd, _) = &self.segment {
             fds.push(*fd);
         }
+        fds.extend(self.unix);
         fds
     }
 }
@@ -304,16 +331,32 @@ mod tests {
             let h = Handover {
                 listeners: vec![vec![3, 4], vec![5, 6]],
                 mailboxes: vec![(7, 8), (10, 11)],
+                unix: None,
+                segment: segment.clone(),
+            };
+            assert_eq!(Handover::decode(&h.encode()).unwrap(), h);
+            // -s: no TCP socket in any slot, the unix socket instead.
+            let h = Handover {
+                listeners: vec![vec![], vec![]],
+                mailboxes: vec![(7, 8), (10, 11)],
+                unix: Some(12),
                 segment,
             };
             assert_eq!(Handover::decode(&h.encode()).unwrap(), h);
         }
+        // What an image of the first format left is still read.
+        let v1 = Handover::decode("1|3,4;5,6|7:8,10:11|shm:x").unwrap();
+        assert_eq!(v1.unix, None);
+        assert_eq!(v1.listeners, vec![vec![3, 4], vec![5, 6]]);
         for bad in [
             "",
-            "2|3|4:5|shm:x",
+            "3|3|4:5|-|shm:x",
             "1|3|4:5|disk:x",
             "1||4:5|shm:x",
             "1|1|4:5|shm:x",
+            "2|3|4:5|12|shm:x",
+            "2|;|4:5|-|shm:x",
+            "2|3|4:5|x|shm:x",
         ] {
             assert!(Handover::decode(bad).is_err(), "{bad}");
         }
