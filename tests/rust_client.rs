@@ -229,3 +229,48 @@ fn flush() {
         assert_eq!(c.get::<String>("iota").unwrap().as_deref(), Some("3"));
     });
 }
+
+/// The crate's default protocol is the binary one: the same kinds of
+/// requests over TCP, with the binary protocol's stricter answers (a refused
+/// add is an error; an incr of a missing key creates it from the initial
+/// value the crate sends).
+#[test]
+fn binary_protocol() {
+    let server = Server::target(&["-t", "2"]);
+    let url = format!("memcache://127.0.0.1:{}", server.port());
+    let c = Client::connect(url.as_str()).expect("connect over TCP, binary");
+    assert!(!c.version().unwrap().is_empty());
+    c.set("k", "v", 0).unwrap();
+    assert_eq!(c.get::<String>("k").unwrap().as_deref(), Some("v"));
+    assert!(matches!(
+        c.add("k", "w", 0),
+        Err(MemcacheError::CommandError(_))
+    ));
+    c.append("k", "-end").unwrap();
+    c.prepend("k", "start-").unwrap();
+    assert_eq!(
+        c.get::<String>("k").unwrap().as_deref(),
+        Some("start-v-end")
+    );
+    let keys = ["k", "none", "k2"];
+    c.set("k2", 42u64, 0).unwrap();
+    let got: HashMap<String, String> = c.gets(&keys).unwrap();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got["k2"], "42");
+    assert_eq!(c.increment("k2", 8).unwrap(), 50);
+    assert_eq!(c.decrement("k2", 100).unwrap(), 0);
+    assert!(c.delete("k").unwrap());
+    assert!(!c.delete("k").unwrap());
+    assert_eq!(c.get::<String>("k").unwrap(), None);
+    assert!(c.touch("k2", 100).unwrap());
+    assert!(!c.touch("none", 100).unwrap());
+    let cas_key = "casbin";
+    c.set(cas_key, "1", 0).unwrap();
+    let got: HashMap<String, (Vec<u8>, u32, Option<u64>)> = c.gets(&[cas_key]).unwrap();
+    let cas = got[cas_key].2.expect("a cas over the binary protocol");
+    assert!(c.cas(cas_key, "2", 0, cas).unwrap());
+    assert!(!c.cas(cas_key, "3", 0, cas).unwrap(), "a stale cas loses");
+    assert_eq!(c.get::<String>(cas_key).unwrap().as_deref(), Some("2"));
+    c.flush().unwrap();
+    assert_eq!(c.get::<String>(cas_key).unwrap(), None);
+}

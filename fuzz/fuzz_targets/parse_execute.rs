@@ -162,6 +162,9 @@ impl Session<'_> {
             // The worker's business, not the store's.
             Command::Version | Command::Stats { .. } | Command::Shutdown { .. } | Command::Quit => {
             }
+            // Meta commands run through the store's meta_* methods, which
+            // tests/meta.rs compares with memcached; not mirrored here.
+            Command::Meta(_) => {}
         }
     }
 
