@@ -408,7 +408,7 @@ impl Store {
             ClassCounter::get_hits
         };
         self.count_class(it.class.load(Relaxed) as usize, hit);
-        it.word.fetch_or(FETCHED | ACTIVE, Relaxed);
+        mark_read(it);
         visit(Hit {
             flags: it.flags.load(Relaxed),
             cas: it.cas.load(Relaxed),
@@ -1137,7 +1137,7 @@ impl Store {
         };
         let result = visit(Some(&item));
         if !no_update && !item.abandoned.get() {
-            self.item(id).word.fetch_or(FETCHED | ACTIVE, Relaxed);
+            mark_read(self.item(id));
             self.bump_if_due(id, now);
         }
         result
@@ -1380,6 +1380,15 @@ impl Store {
 /// The key hash; stable across processes and builds (xxh3, no seed).
 pub fn hash_key(key: &[u8]) -> u32 {
     xxhash_rust::xxh3::xxh3_64(key) as u32
+}
+
+/// Mark an item read (FETCHED, ACTIVE). Only when a bit is missing: a locked
+/// read-modify-write on every hit would dirty the item's cache line each time
+/// and bounce it between the cores of workers reading the same hot keys.
+fn mark_read(it: &Item) {
+    if it.word.load(Relaxed) & (FETCHED | ACTIVE) != FETCHED | ACTIVE {
+        it.word.fetch_or(FETCHED | ACTIVE, Relaxed);
+    }
 }
 
 /// Now, in unix seconds (coarse clock: cheap, second resolution is all we need).
