@@ -77,6 +77,8 @@ usage: shmcached-bench --port P [options]
   --requests N      measure N requests instead
   --rate OPS        open loop at OPS requests/s in total
   --miss            every request is a get of a key never set
+  --multiget N      with --miss: each get asks N keys (a server-heavy request:
+                    N lookups, a 5-byte reply)
   --prefill         set every key once before measuring
   --server-pid PID  report the CPU time of PID and its descendants
   --seed N          seed of the key and operation choices (default 1)";
@@ -114,6 +116,8 @@ struct Settings {
     length: Length,
     rate: Option<f64>,
     miss: bool,
+    /// Keys per get (only with `miss`).
+    multiget: u64,
     prefill: bool,
     server_pid: Option<u32>,
     seed: u64,
@@ -149,6 +153,7 @@ fn parse_args() -> Result<Option<Settings>, String> {
     let mut length = Length::Secs(5.0);
     let mut rate = None;
     let (mut miss, mut prefill) = (false, false);
+    let mut multiget = 1u64;
     let mut server_pid = None;
     let mut seed = 1u64;
 
@@ -180,6 +185,7 @@ fn parse_args() -> Result<Option<Settings>, String> {
             }
             Arg::Long("rate") => rate = Some(p.value().map_err(e)?.parse::<f64>().map_err(e)?),
             Arg::Long("miss") => miss = true,
+            Arg::Long("multiget") => multiget = p.value().map_err(e)?.parse().map_err(e)?,
             Arg::Long("prefill") => prefill = true,
             Arg::Long("server-pid") => server_pid = Some(p.value().map_err(e)?.parse().map_err(e)?),
             Arg::Long("seed") => seed = p.value().map_err(e)?.parse().map_err(e)?,
@@ -189,8 +195,11 @@ fn parse_args() -> Result<Option<Settings>, String> {
     }
 
     let port = port.ok_or("--port is required")?;
-    if conns == 0 || threads == 0 || depth == 0 || keys == 0 {
-        return Err("--conns, --threads, --depth and --keys must be at least 1".into());
+    if conns == 0 || threads == 0 || depth == 0 || keys == 0 || multiget == 0 {
+        return Err("--conns, --threads, --depth, --keys and --multiget must be at least 1".into());
+    }
+    if multiget > 1 && !miss {
+        return Err("--multiget needs --miss (a multi-key reply is not verified)".into());
     }
     let threads = threads.min(conns);
     let digits = keys.saturating_sub(1).to_string().len();
@@ -225,6 +234,7 @@ fn parse_args() -> Result<Option<Settings>, String> {
         conns,
         threads,
         depth,
+        multiget,
         sets,
         gets,
         keys,
@@ -343,11 +353,16 @@ fn push_set(out: &mut Vec<u8>, keys: KeySpace, key: u64, version: u64, len: usiz
 }
 
 /// ```text
-/// get <key>\r\n
+/// get <key> [<key+1> ...]\r\n
 /// ```
-fn push_get(out: &mut Vec<u8>, keys: KeySpace, key: u64) {
+fn push_get(out: &mut Vec<u8>, keys: KeySpace, key: u64, count: u64) {
     out.extend_from_slice(b"get ");
-    keys.push(out, key);
+    for i in 0..count {
+        if i > 0 {
+            out.push(b' ');
+        }
+        keys.push(out, key + i);
+    }
     out.extend_from_slice(b"\r\n");
 }
 
@@ -586,7 +601,7 @@ impl Driver<'_> {
                 c.sent_sets += 1;
                 push_set(&mut c.out, keys, key, c.uid << 40 | c.sent_sets, len);
             }
-            Op::Get => push_get(&mut c.out, keys, key),
+            Op::Get => push_get(&mut c.out, keys, key, self.s.multiget),
         }
         c.in_flight.push_back(Pending { op, key, start });
     }
