@@ -478,8 +478,37 @@ impl Store {
             }
             _ => {}
         }
-        let (flags, exptime, old_value) = match (mode, found) {
-            (StoreMode::Append | StoreMode::Prepend, Some((_, id))) => {
+        let exptime = expiry(exptime, now, self.started());
+        // memcached drops a set's old value rather than keep serving it when
+        // the new one finds no room.
+        let drop_old = mode == StoreMode::Set;
+        self.write_stored(
+            mode, key, hash, found, flags, exptime, data, now, drop_old, 0,
+        )
+    }
+
+    /// The end of every store once its mode's checks passed (stripe lock
+    /// held): append/prepend join the old value and keep its flags and
+    /// exptime, the others write `flags` and `exptime` (absolute); publish in
+    /// place of `found` with the `word` flag `bits`. When nothing can be
+    /// allocated, `drop_old` unlinks the old item.
+    #[allow(clippy::too_many_arguments)]
+    fn write_stored(
+        &self,
+        mode: StoreMode,
+        key: &[u8],
+        hash: u32,
+        found: Option<(&AtomicU32, u32)>,
+        flags: u32,
+        exptime: u32,
+        data: &[u8],
+        now: u32,
+        drop_old: bool,
+        bits: u32,
+    ) -> (StoreResult, u64) {
+        let concat = matches!(mode, StoreMode::Append | StoreMode::Prepend);
+        let (flags, exptime, old_value) = match (concat, found) {
+            (true, Some((_, id))) => {
                 let it = self.item(id);
                 (
                     it.flags.load(Relaxed),
@@ -487,18 +516,13 @@ impl Store {
                     self.value(id),
                 )
             }
-            _ => (flags, expiry(exptime, now, self.started()), &[][..]),
+            _ => (flags, exptime, &[][..]),
         };
-        let concat = matches!(mode, StoreMode::Append | StoreMode::Prepend);
-        let nbytes = data.len() + old_value.len();
-        let new = match self.alloc_item(key, hash, nbytes, now) {
+        let new = match self.alloc_item(key, hash, data.len() + old_value.len(), now) {
             Ok(id) => id,
             Err(e) => {
-                if mode == StoreMode::Set {
-                    // memcached drops the stale value rather than keep serving it.
-                    if let Some((link, id)) = found {
-                        self.unlink_and_free(link, id);
-                    }
+                if drop_old && let Some((link, id)) = found {
+                    self.unlink_and_free(link, id);
                 }
                 let result = match (concat, e) {
                     (true, _) => StoreResult::NotStored,
@@ -515,7 +539,7 @@ impl Store {
         };
         self.fill_item(new, key, flags, exptime, &[first, second]);
         let cas = self.item(new).cas.load(Relaxed);
-        self.publish(hash, new, found, true);
+        self.publish_with(hash, new, found, true, bits);
         (StoreResult::Stored, cas)
     }
 
@@ -1227,47 +1251,14 @@ impl Store {
             }
             _ => {}
         }
-        let (flags, exptime, old_value) = match (mode, found) {
-            (StoreMode::Append | StoreMode::Prepend, Some((_, id))) => {
-                let it = self.item(id);
-                (
-                    it.flags.load(Relaxed),
-                    it.exptime.load(Relaxed),
-                    self.value(id),
-                )
-            }
-            _ => (
-                flags,
-                stale_exptime.unwrap_or_else(|| expiry(exptime, now, self.started())),
-                &[][..],
-            ),
-        };
-        let new = match self.alloc_item(key, hash, data.len() + old_value.len(), now) {
-            Ok(id) => id,
-            Err(e) => {
-                // memcached's ms drops the old value when it finds no room
-                // for the new one, whatever the mode; append and prepend
-                // found room for their data and failed joining it: kept.
-                if !concat && let Some((link, id)) = found {
-                    self.unlink_and_free(link, id);
-                }
-                let result = match (concat, e) {
-                    (true, _) => StoreResult::NotStored,
-                    (false, StoreResult::TooLarge) => StoreResult::TooLarge,
-                    _ => StoreResult::NoMemory,
-                };
-                return (result, 0);
-            }
-        };
-        let (first, second) = if mode == StoreMode::Prepend {
-            (data, old_value)
-        } else {
-            (old_value, data)
-        };
-        self.fill_item(new, key, flags, exptime, &[first, second]);
-        let new_cas = self.item(new).cas.load(Relaxed);
-        self.publish_with(hash, new, found, true, bits);
-        (StoreResult::Stored, new_cas)
+        let exptime = stale_exptime.unwrap_or_else(|| expiry(exptime, now, self.started()));
+        // memcached's ms drops the old value when it finds no room for the
+        // new one, whatever the mode; append and prepend found room for their
+        // data and failed joining it: kept.
+        let drop_old = !matches!(mode, StoreMode::Append | StoreMode::Prepend);
+        self.write_stored(
+            mode, key, hash, found, flags, exptime, data, now, drop_old, bits,
+        )
     }
 
     /// `md`: delete, or with `stale` (`I`, and `T`'s exptime if given) mark
