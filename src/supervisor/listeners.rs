@@ -198,7 +198,13 @@ impl UnixSocket {
             },
         }
         let listener = unix_listener(path, mode, backlog).map_err(|e| fail(e.to_string()))?;
-        let meta = std::fs::symlink_metadata(path).map_err(|e| fail(e.to_string()))?;
+        UnixSocket::owning(listener, path).map_err(fail)
+    }
+
+    /// This process owns `listener` and the file at `path` it is bound to
+    /// (removed at exit if it is still that file).
+    fn owning(listener: UnixListener, path: &Path) -> Result<UnixSocket, String> {
+        let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
         Ok(UnixSocket {
             listener,
             path: path.to_path_buf(),
@@ -222,13 +228,7 @@ impl UnixSocket {
                 "it is bound to {bound:?}, these settings say -s"
             )));
         }
-        let meta = std::fs::symlink_metadata(path).map_err(|e| fail(e.to_string()))?;
-        Ok(UnixSocket {
-            listener,
-            path: path.to_path_buf(),
-            file: (meta.dev(), meta.ino()),
-            owner: std::process::id(),
-        })
+        UnixSocket::owning(listener, path).map_err(fail)
     }
 
     pub fn path(&self) -> &Path {
