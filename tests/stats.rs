@@ -501,6 +501,34 @@ fn settings_reflect_flags_as_memcached_does() {
     }
 }
 
+/// `-f` and `-n` as memcached: with memcached's own values the smallest
+/// class is memcached's (96 bytes) and `stats settings` says what it says.
+#[test]
+fn slab_flags_give_memcacheds_grid() {
+    let args = ["-f", "1.25", "-n", "48"];
+    let ours = Server::shmcached(&args);
+    let theirs = Server::memcached(&args);
+    for server in [&ours, &theirs] {
+        let mut c = server.connect();
+        let settings = parse_stats(&c.roundtrip(b"stats settings\r\n"));
+        assert_eq!(
+            settings["growth_factor"],
+            "1.25",
+            "{}",
+            server.kind().name()
+        );
+        assert_eq!(settings["chunk_size"], "48", "{}", server.kind().name());
+        assert_eq!(c.roundtrip(b"set a 0 0 1\r\nx\r\n"), b"STORED\r\n");
+        let slabs = parse_stats(&c.roundtrip(b"stats slabs\r\n"));
+        assert_eq!(
+            slabs.get("1:chunk_size").map(String::as_str),
+            Some("96"),
+            "{}: {slabs:?}",
+            server.kind().name()
+        );
+    }
+}
+
 #[test]
 fn items_and_slabs_after_known_items() {
     let server = Server::shmcached(&["-t", "4"]);

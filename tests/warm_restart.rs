@@ -339,6 +339,8 @@ fn a_file_of_another_layout_or_another_program_is_refused() {
         (vec!["-m", "16", "-t", "3"], "worker slots"),
         (vec!["-m", "16", "-t", "2", "-C"], "cas_enabled"),
         (vec!["-m", "16", "-t", "2", "-I", "2m"], "item_size_max"),
+        (vec!["-m", "16", "-t", "2", "-f", "1.25"], "slab classes"),
+        (vec!["-m", "16", "-t", "2", "-n", "48"], "slab classes"),
     ] {
         let mut all = args.clone();
         all.extend_from_slice(&["-e", file.arg()]);

@@ -54,6 +54,8 @@ const LONG_OPTIONS: &[(&str, char)] = &[
     ("listen-backlog", 'b'),
     ("protocol", 'B'),
     ("max-item-size", 'I'),
+    ("slab-growth-factor", 'f'),
+    ("slab-min-size", 'n'),
     ("disable-flush-all", 'F'),
     ("auth-file", 'Y'),
     ("memory-file", 'e'),
@@ -142,6 +144,8 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<CommandL
             'c' => flags.max_connections = Some(integer(&mut parser, &name)?),
             't' => flags.workers = Some(integer(&mut parser, &name)?),
             'I' => flags.item_size_max = Some(text(&mut parser, &name)?),
+            'f' => flags.growth_factor = Some(float(&mut parser, &name)?),
+            'n' => flags.chunk_size = Some(integer(&mut parser, &name)?),
             // memcached takes any number of v's; past 3 they add nothing.
             'v' => {
                 verbosity = (verbosity + 1).min(3);
@@ -281,6 +285,18 @@ fn parse_integer(text: &str, origin: String) -> Result<Given<i64>, ConfigError> 
 }
 
 /// The next value, as UTF-8 text.
+fn float(parser: &mut Parser, name: &str) -> Result<Given<f64>, ConfigError> {
+    let value = utf8(parser.value().map_err(lexopt_error)?, name)?;
+    let origin = format!("{name} {value}");
+    match value.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(Given {
+            value: v,
+            origin: Origin::Arg(origin),
+        }),
+        _ => Err(ConfigError(format!("{origin}: not a number"))),
+    }
+}
+
 fn text(parser: &mut Parser, name: &str) -> Result<Given<String>, ConfigError> {
     let value = utf8(parser.value().map_err(lexopt_error)?, name)?;
     Ok(Given {
@@ -388,6 +404,10 @@ usage: shmcached [options] [num_elements [element_size]]
 -B, --protocol=<name>     protocol - one of ascii, binary, or auto (default: auto)
 -I, --max-item-size=<num> adjusts max item size
                           (default: 1m, min: 1k, max: 1g; k, m, g suffixes)
+-f, --slab-growth-factor=<num> chunk size growth factor (default: 1.08;
+                          memcached's is 1.25)
+-n, --slab-min-size=<bytes> min space used for key+value+flags (default: 16;
+                          memcached's is 48)
 -F, --disable-flush-all   disable flush_all command
 -Y, --auth-file=<file>    enable ASCII protocol authentication. format:
                           user:pass\\nuser2:pass2\\n
@@ -657,6 +677,8 @@ mod tests {
             (&["-F"], |s| s.flush_enabled = false),
             (&["-A"], |s| s.shutdown_enabled = true),
             (&["-b", "16"], |s| s.backlog = 16),
+            (&["-f", "1.25"], |s| s.growth_factor = 1.25),
+            (&["-n", "48"], |s| s.chunk_size = 48),
             (&["-B", "auto"], |_| {}),
             (&["-B", "ascii"], |s| s.protocol = Dialect::Ascii),
             (&["-B", "binary"], |s| s.protocol = Dialect::Binary),
@@ -922,6 +944,12 @@ mod tests {
             ),
             (&["-b", "0"], "-b 0: Listen backlog must be greater than 0"),
             (
+                &["-f", "1"],
+                "-f 1: Factor must be greater than 1 (and at most 16)",
+            ),
+            (&["-f", "1.5x"], "-f 1.5x: not a number"),
+            (&["-n", "0"], "-n 0: Chunk size must be greater than 0"),
+            (
                 &["-b", "2147483648"],
                 "-b 2147483648: out of range (1..2147483647)",
             ),
@@ -1115,7 +1143,7 @@ mod tests {
     #[test]
     fn every_long_option_works() {
         for (long, short) in super::LONG_OPTIONS {
-            let takes_value = "pUlsaumctRbBIPoYe".contains(*short);
+            let takes_value = "pUlsaumctRbBIPoYefn".contains(*short);
             let value = match short {
                 'l' => "127.0.0.1",
                 'u' => "nobody",

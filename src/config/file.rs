@@ -33,6 +33,8 @@ const KEYS: &[(&str, &[&str])] = &[
     ("workers", INTEGER),
     ("max_workers", INTEGER),
     ("item_size_max", STRING_OR_INTEGER),
+    ("growth_factor", FLOAT),
+    ("chunk_size", INTEGER),
     ("verbosity", INTEGER),
     ("cas_enabled", BOOLEAN),
     ("flush_enabled", BOOLEAN),
@@ -50,6 +52,7 @@ const KEYS: &[(&str, &[&str])] = &[
     ("seed_element_size", INTEGER),
 ];
 const INTEGER: &[&str] = &["an integer"];
+const FLOAT: &[&str] = &["a float"];
 const BOOLEAN: &[&str] = &["a boolean"];
 const STRING: &[&str] = &["a string"];
 const ARRAY: &[&str] = &["an array"];
@@ -69,6 +72,8 @@ struct FileSettings {
     workers: Option<Spanned<i64>>,
     max_workers: Option<Spanned<i64>>,
     item_size_max: Option<Spanned<Size>>,
+    growth_factor: Option<Spanned<f64>>,
+    chunk_size: Option<Spanned<i64>>,
     verbosity: Option<Spanned<i64>>,
     cas_enabled: Option<Spanned<bool>>,
     flush_enabled: Option<Spanned<bool>>,
@@ -293,6 +298,8 @@ impl Document<'_> {
             workers: self.given("workers", f.workers),
             max_workers: self.given("max_workers", f.max_workers),
             item_size_max,
+            growth_factor: self.given("growth_factor", f.growth_factor),
+            chunk_size: self.given("chunk_size", f.chunk_size),
             verbosity: self.given("verbosity", f.verbosity),
             cas_enabled: self.given("cas_enabled", f.cas_enabled),
             flush_enabled: self.given("flush_enabled", f.flush_enabled),
@@ -442,6 +449,8 @@ mod tests {
             ("flush_enabled = false", |s| s.flush_enabled = false),
             ("shutdown_enabled = true", |s| s.shutdown_enabled = true),
             ("backlog = 16", |s| s.backlog = 16),
+            ("growth_factor = 1.25", |s| s.growth_factor = 1.25),
+            ("chunk_size = 48", |s| s.chunk_size = 48),
             ("protocol = \"ascii\"", |s| s.protocol = Dialect::Ascii),
             ("protocol = \"binary\"", |s| s.protocol = Dialect::Binary),
             ("reqs_per_event = 5", |s| s.reqs_per_event = 5),
@@ -562,7 +571,7 @@ mod tests {
     #[test]
     fn errors() {
         let unknown = "(expected one of: port, unix_socket, unix_socket_mode, listen, memory_limit_mb, evictions, \
-                       max_connections, workers, max_workers, item_size_max, verbosity, \
+                       max_connections, workers, max_workers, item_size_max, growth_factor, chunk_size, verbosity, \
                        cas_enabled, \
                        flush_enabled, shutdown_enabled, backlog, protocol, reqs_per_event, \
                        pid_file, user, auth_file, memory_file, drain_timeout_secs, \

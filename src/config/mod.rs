@@ -49,6 +49,10 @@ pub struct Settings {
     pub max_workers: Option<u32>,
     /// `-I`: max item size in bytes (1 MiB).
     pub item_size_max: u32,
+    /// `-f`: slab growth factor (1.08; memcached's default is 1.25).
+    pub growth_factor: f64,
+    /// `-n`: room for key and value in the smallest chunk (16; memcached 48).
+    pub chunk_size: u32,
     /// `-v` count (0..=3).
     pub verbosity: u8,
     /// `-C` clears it.
@@ -107,6 +111,8 @@ impl Default for Settings {
             workers: 4,
             max_workers: None,
             item_size_max: 1 << 20,
+            growth_factor: crate::store::segment::GROWTH_FACTOR,
+            chunk_size: crate::store::segment::CHUNK_SIZE,
             verbosity: 0,
             cas_enabled: true,
             flush_enabled: true,

@@ -88,6 +88,8 @@ pub(crate) struct RawSettings {
     pub max_workers: Option<Given<i64>>,
     /// `-I` syntax: bytes, or a number with a k, m or g suffix.
     pub item_size_max: Option<Given<String>>,
+    pub growth_factor: Option<Given<f64>>,
+    pub chunk_size: Option<Given<i64>>,
     pub verbosity: Option<Given<i64>>,
     pub cas_enabled: Option<Given<bool>>,
     pub flush_enabled: Option<Given<bool>>,
@@ -124,6 +126,8 @@ impl RawSettings {
             workers: top.workers.or(self.workers),
             max_workers: top.max_workers.or(self.max_workers),
             item_size_max: top.item_size_max.or(self.item_size_max),
+            growth_factor: top.growth_factor.or(self.growth_factor),
+            chunk_size: top.chunk_size.or(self.chunk_size),
             verbosity: top.verbosity.or(self.verbosity),
             cas_enabled: top.cas_enabled.or(self.cas_enabled),
             flush_enabled: top.flush_enabled.or(self.flush_enabled),
@@ -201,6 +205,19 @@ impl RawSettings {
             })?,
             None => s.item_size_max.into(),
         };
+        if let Some(g) = &self.growth_factor {
+            // memcached: "Factor must be greater than 1". A factor so close to
+            // 1 that classes barely grow would only hit the class limit.
+            if !(g.value > 1.0 && g.value <= 16.0) {
+                return Err(g
+                    .origin
+                    .error("Factor must be greater than 1 (and at most 16)"));
+            }
+            s.growth_factor = g.value;
+        }
+        if let Some(g) = &self.chunk_size {
+            s.chunk_size = positive(g, 1 << 20, "Chunk size must be greater than 0")?;
+        }
         if let Some(g) = &self.verbosity {
             s.verbosity = in_range(g, 0, 3)?;
         }

@@ -1470,6 +1470,7 @@ mod tests {
                 memory_limit: memory_mb << 20,
                 item_size_max: 1 << 20,
                 workers: 2,
+                ..LayoutParams::default()
             },
             evictions,
             cas_enabled: true,

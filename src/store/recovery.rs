@@ -183,6 +183,7 @@ mod tests {
                 memory_limit: 4 << 20,
                 item_size_max: 1 << 20,
                 workers: 2,
+                ..LayoutParams::default()
             },
             evictions: true,
             cas_enabled: true,

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 use shared_memory::{Shmem, ShmemConf};
 
 use super::conns::{CONNS_PER_WORKER, ConnEntry};
+use super::item::ITEM_HEADER;
 use super::lock::RobustMutex;
 use super::prefix::{PREFIX_ENTRIES, PrefixEntry};
 use super::slab::SlabClass;
@@ -29,12 +30,13 @@ pub const LAYOUT_VERSION: u32 = 3;
 /// of each chunk (bench/memory, `-m 64`: 1.04x memcached's items at 100-byte
 /// and 1 KiB values instead of 0.86x; docs/memory.md).
 pub const GROWTH_FACTOR: f64 = 1.08;
-/// Smallest chunk: an item header plus a short key and value.
-pub const MIN_CHUNK: u64 = 64;
+/// Default room for key and value in the smallest chunk (`-n`; memcached's
+/// default is 48 in a 96-byte chunk): a 64-byte chunk with our header.
+pub const CHUNK_SIZE: u32 = 16;
 const LINE: u64 = 64;
 
 /// What the layout depends on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LayoutParams {
     /// Bytes of item memory (`-m`).
     pub memory_limit: u64,
@@ -42,6 +44,22 @@ pub struct LayoutParams {
     pub item_size_max: u64,
     /// Worker slots.
     pub workers: u32,
+    /// `-f`: each slab class's chunk is this much larger than the last.
+    pub growth_factor: f64,
+    /// `-n`: room for key and value in the smallest chunk.
+    pub chunk_size: u32,
+}
+
+impl Default for LayoutParams {
+    fn default() -> LayoutParams {
+        LayoutParams {
+            memory_limit: 64 << 20,
+            item_size_max: 1 << 20,
+            workers: 4,
+            growth_factor: GROWTH_FACTOR,
+            chunk_size: CHUNK_SIZE,
+        }
+    }
 }
 
 /// Where everything sits, computed once from [`LayoutParams`].
@@ -86,11 +104,13 @@ impl Layout {
         if page_count * page_size >= (u32::MAX as u64) * 8 {
             return Err("memory limit over 32 GiB is not supported".into());
         }
+        // As memcached's slabs_init: header + chunk_size, aligned to 8, then
+        // each class the last times the factor (truncated), aligned to 8.
         let mut class_sizes = Vec::new();
-        let mut size = MIN_CHUNK;
+        let mut size = align(ITEM_HEADER as u64 + u64::from(p.chunk_size), 8);
         while size <= page_size / 2 && class_sizes.len() < 200 {
             class_sizes.push(size as u32);
-            size = align(((size as f64) * GROWTH_FACTOR) as u64, 8);
+            size = align(((size as f64) * p.growth_factor) as u64, 8).max(size + 8);
         }
         class_sizes.push(page_size as u32);
         // One bucket per ~128 bytes of memory, at least 2^12: chains stay short
@@ -765,7 +785,7 @@ const FINGERPRINT_NAMES: [(&str, &str); FINGERPRINT_LEN] = [
     ("worker slots", "-t / max_workers"),
     ("cas_enabled", "-C / cas_enabled"),
     ("page size", "follows -I"),
-    ("slab classes", "follows -I"),
+    ("slab classes", "follows -I, -f and -n"),
     ("hash buckets (log2)", "follows -m"),
     ("segment bytes", "follows -m, -I and the worker slots"),
     (
@@ -915,6 +935,7 @@ mod tests {
             memory_limit: 64 << 20,
             item_size_max: 1 << 20,
             workers: 4,
+            ..LayoutParams::default()
         })
         .unwrap();
         assert_eq!(l.page_size, 1 << 20);
@@ -946,6 +967,7 @@ mod tests {
                 memory_limit: 2 << 20,
                 item_size_max: 1 << 20,
                 workers: 1,
+                ..LayoutParams::default()
             })
             .unwrap()
         };
@@ -997,6 +1019,7 @@ mod tests {
             memory_limit: 2 << 20,
             item_size_max: 1 << 20,
             workers: 1,
+            ..LayoutParams::default()
         })
         .unwrap();
         drop(Segment::open_file(&name("cafe"), layout, true).unwrap());
@@ -1017,6 +1040,7 @@ mod tests {
             memory_limit: 1 << 19,
             item_size_max: 1 << 20,
             workers: 1,
+            ..LayoutParams::default()
         });
         assert!(e.is_err());
     }

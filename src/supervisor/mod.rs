@@ -1228,6 +1228,8 @@ fn store_params(settings: &Settings, slots: u32) -> StoreParams {
             memory_limit: settings.memory_limit,
             item_size_max: settings.item_size_max as u64,
             workers: slots,
+            growth_factor: settings.growth_factor,
+            chunk_size: settings.chunk_size,
         },
         evictions: settings.evictions,
         cas_enabled: settings.cas_enabled,

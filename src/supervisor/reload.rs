@@ -61,6 +61,8 @@ pub fn plan(running: &Settings, mut wanted: Settings) -> Plan {
         listen => "listen",
         memory_limit => "memory_limit",
         item_size_max => "item_size_max",
+        growth_factor => "growth_factor",
+        chunk_size => "chunk_size",
         cas_enabled => "cas_enabled",
         evictions => "evictions",
         backlog => "backlog",

@@ -12,8 +12,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use crate::protocol::{Dialect, reply};
 use crate::store::conns::{ConnAddrs, ConnInfo, ConnState};
-use crate::store::item::ITEM_HEADER;
-use crate::store::segment::{GROWTH_FACTOR, MIN_CHUNK};
+
 use crate::store::stats::{ClassCounter, Counter};
 
 use super::WorkerContext;
@@ -126,9 +125,13 @@ fn settings(ctx: &WorkerContext, out: &mut Vec<u8>) {
     // memcached's name for -a, which is a mode, not a umask.
     stat(out, "umask", &format_args!("{:o}", s.unix_socket_mode));
     stat(out, "shutdown_command", &yes_no(s.shutdown_enabled));
-    stat(out, "growth_factor", &format_args!("{GROWTH_FACTOR:.2}"));
+    stat(
+        out,
+        "growth_factor",
+        &format_args!("{:.2}", s.growth_factor),
+    );
     // memcached's chunk_size is the room for key + value in the smallest chunk.
-    stat(out, "chunk_size", &(MIN_CHUNK - ITEM_HEADER as u64));
+    stat(out, "chunk_size", &s.chunk_size);
     stat(out, "num_threads", &live.workers.load(Relaxed));
     stat(
         out,
