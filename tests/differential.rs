@@ -423,6 +423,13 @@ fn cases() -> Vec<Case> {
         case("stats detail without argument", &[b"stats detail\r\n"]),
         case("cache_memlimit", &[b"cache_memlimit 64\r\n", b"cache_memlimit 64 noreply\r\n"]),
         case("cache_memlimit too small", &[b"cache_memlimit 1\r\n"]),
+        case("cache_memlimit above -m", &[b"cache_memlimit 4096\r\n"]),
+        case("cache_memlimit in bytes", &[b"cache_memlimit 2000000000\r\n"]),
+        // 2^32 + 8 is 8 to memcached's 32-bit safe_strtoul.
+        case("cache_memlimit 32-bit", &[b"cache_memlimit 4294967304\r\n", b"cache_memlimit 64\r\n"]),
+        case("cache_memlimit negative", &[b"cache_memlimit -5\r\n", b"cache_memlimit abc noreply\r\n"]),
+        case("cache_memlimit too many tokens", &[b"cache_memlimit 1 2 3\r\n"]),
+        case("cache_memlimit lowered and restored", &[b"cache_memlimit 16\r\n", b"cache_memlimit 9 noreply\r\n", b"cache_memlimit 64 noreply\r\n", b"cache_memlimit 64\r\n"]),
         case("cache_memlimit non-numeric", &[b"cache_memlimit abc\r\n"]),
         case("cache_memlimit without argument", &[b"cache_memlimit\r\n"]),
         // --- framing ------------------------------------------------------------
@@ -586,18 +593,11 @@ fn cases() -> Vec<Case> {
 
 /// Cases where shmcached knowingly answers otherwise than memcached, each
 /// listed in docs/compatibility.md: (case, our reply, why).
-const KNOWN_DIFFERENCES: &[(&str, &[u8], &str)] = &[
-    (
-        "cache_memlimit",
-        b"ERROR\r\nERROR\r\n",
-        "cache_memlimit is not implemented yet",
-    ),
-    (
-        "cache_memlimit too small",
-        b"ERROR\r\n",
-        "cache_memlimit is not implemented yet",
-    ),
-];
+const KNOWN_DIFFERENCES: &[(&str, &[u8], &str)] = &[(
+    "cache_memlimit above -m",
+    b"MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n",
+    "the segment cannot grow past -m; memcached's memory can (docs/memory.md)",
+)];
 
 /// memcached's general `stats` keys that describe machinery shmcached does
 /// not have (docs/compatibility.md).

@@ -259,3 +259,34 @@ fn memory_limit_is_a_hard_bound() {
         "segment holds {resident} bytes for -m {MB}"
     );
 }
+
+/// `cache_memlimit` lowers the limit at run time: no slab class takes a page
+/// past it, so a fill evicts within it; `limit_maxbytes` says so. It cannot
+/// go past `-m` (the segment does not grow).
+#[test]
+fn cache_memlimit_bounds_new_pages() {
+    let server = Server::shmcached(&["-m", "32", "-t", "2"]);
+    let mut c = server.connect();
+    assert_eq!(c.roundtrip(b"cache_memlimit 8\r\n"), b"OK\r\n");
+    assert_eq!(num(&stats(&mut c, ""), "limit_maxbytes"), 8 << 20);
+    assert_eq!(num(&stats(&mut c, "settings"), "maxbytes"), 8 << 20);
+    store_many(&mut c, 100_000, 100, |i| {
+        format!("set l{i} 0 0 100 noreply\r\n")
+    });
+    let s = stats(&mut c, "");
+    assert!(num(&s, "evictions") > 0, "{s:?}");
+    assert!(num(&s, "bytes") <= 8 << 20, "{s:?}");
+    let slabs = stats(&mut c, "slabs");
+    assert!(num(&slabs, "total_malloced") <= 8 << 20, "{slabs:?}");
+    assert_eq!(
+        c.roundtrip(b"cache_memlimit 64\r\n"),
+        b"MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n"
+    );
+    // Back to all of -m: the fill grows past 8 MiB again.
+    assert_eq!(c.roundtrip(b"cache_memlimit 32\r\n"), b"OK\r\n");
+    store_many(&mut c, 100_000, 100, |i| {
+        format!("set m{i} 0 0 100 noreply\r\n")
+    });
+    let slabs = stats(&mut c, "slabs");
+    assert!(num(&slabs, "total_malloced") > 16 << 20, "{slabs:?}");
+}

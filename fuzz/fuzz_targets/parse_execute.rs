@@ -44,6 +44,7 @@ thread_local! {
                 memory_limit: MEMORY,
                 item_size_max: ITEM_SIZE_MAX as u64,
                 workers: 1,
+                ..LayoutParams::default()
             },
             evictions: true,
             cas_enabled: true,
@@ -165,6 +166,9 @@ impl Session<'_> {
             // Meta commands run through the store's meta_* methods, which
             // tests/meta.rs compares with memcached; not mirrored here.
             Command::Meta(_) => {}
+            Command::CacheMemlimit { megabytes, .. } => {
+                self.store.set_memory_limit(u64::from(megabytes) << 20);
+            }
         }
     }
 

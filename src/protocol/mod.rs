@@ -90,6 +90,12 @@ pub enum Command<'a> {
         level: u32,
         noreply: bool,
     },
+    /// `cache_memlimit <megabytes> [noreply]` (a 32-bit number, as memcached
+    /// reads it).
+    CacheMemlimit {
+        megabytes: u32,
+        noreply: bool,
+    },
     /// `stats [group ...]`: `args` is the rest of the line after `stats` (may be empty).
     Stats {
         args: &'a [u8],

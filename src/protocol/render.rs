@@ -108,6 +108,11 @@ pub fn render(cmd: &Command<'_>, out: &mut Vec<u8>) {
             number(out, level);
             end_line(out, noreply);
         }
+        Command::CacheMemlimit { megabytes, noreply } => {
+            out.extend_from_slice(b"cache_memlimit");
+            number(out, megabytes);
+            end_line(out, noreply);
+        }
         Command::Stats { args } => {
             out.extend_from_slice(b"stats");
             word(out, args);
@@ -328,6 +333,13 @@ mod tests {
                     noreply: true,
                 },
                 b"verbosity 1 noreply\r\n",
+            ),
+            (
+                Command::CacheMemlimit {
+                    megabytes: 64,
+                    noreply: false,
+                },
+                b"cache_memlimit 64\r\n",
             ),
             (Command::Stats { args: b"" }, b"stats\r\n"),
             (

@@ -169,6 +169,7 @@ impl<'a> Request<'a> {
             b"flush_all" => self.flush_all(),
             b"version" => self.done(Command::Version, self.consumed),
             b"verbosity" => self.verbosity(),
+            b"cache_memlimit" => self.cache_memlimit(),
             b"stats" => self.stats(),
             b"shutdown" => self.shutdown(limits),
             b"quit" => self.done(Command::Quit, self.consumed),
@@ -450,6 +451,22 @@ impl<'a> Request<'a> {
             return self.client_error(reply::CLIENT_ERROR_BAD_FORMAT, noreply, self.consumed);
         };
         self.done(Command::Verbosity { level, noreply }, self.consumed)
+    }
+
+    /// ```text
+    /// cache_memlimit <megabytes> [noreply]\r\n
+    /// ```
+    ///
+    /// memcached's reply to a bad number is `ERROR`, silenced by noreply.
+    fn cache_memlimit(&self) -> Parsed<'a> {
+        if !(2..=3).contains(&self.tokens.count) {
+            return self.error(reply::ERROR);
+        }
+        let noreply = self.tokens.noreply();
+        let Some(megabytes) = strtoul32(self.tokens.get(1)) else {
+            return self.client_error(reply::ERROR, noreply, self.consumed);
+        };
+        self.done(Command::CacheMemlimit { megabytes, noreply }, self.consumed)
     }
 
     /// ```text
@@ -745,6 +762,10 @@ pub(crate) mod tests {
             Command::FlushAll { delay, noreply: q } => format!("flush_all {delay}{}", noreply(*q)),
             Command::Version => "version".into(),
             Command::Verbosity { level, noreply: q } => format!("verbosity {level}{}", noreply(*q)),
+            Command::CacheMemlimit {
+                megabytes,
+                noreply: q,
+            } => format!("cache_memlimit {megabytes}{}", noreply(*q)),
             Command::Stats { args } => format!("stats '{}'", esc(args)),
             Command::Shutdown { graceful } => {
                 if *graceful {
@@ -1369,6 +1390,12 @@ pub(crate) mod tests {
             (b"flush_all 1 2 3\r\n", r"error 'ERROR\r\n' +17".into()),
             (b"verbosity 1\r\n", "verbosity 1 +13".into()),
             (b"verbosity 1 noreply\r\n", "verbosity 1 noreply +21".into()),
+            (b"cache_memlimit 64\r\n", "cache_memlimit 64 +19".into()),
+            (
+                b"cache_memlimit 4294967304 noreply\r\n",
+                "cache_memlimit 8 noreply +35".into(),
+            ),
+            (b"cache_memlimit abc noreply\r\n", "error '' +28".into()),
             (b"verbosity 1 2\r\n", "verbosity 1 +15".into()),
             (b"verbosity 4294967296\r\n", "verbosity 0 +22".into()),
             (b"verbosity abc\r\n", format!("{bad} +15")),
@@ -1419,14 +1446,13 @@ pub(crate) mod tests {
 
     #[test]
     fn commands_we_do_not_serve_answer_error() {
-        // Not live-equal: memcached serves these (cache_memlimit, slabs, lru,
+        // Not live-equal: memcached serves these (slabs, lru,
         // watch, lru_crawler, refresh_certs, misbehave is debug-only).
         check(
             &LIMITS,
             &[
                 (b"mn\r\n", "meta Noop '' +4"),
                 (b"mg k v\r\n", "meta Get 'k' +8"),
-                (b"cache_memlimit 100\r\n", r"error 'ERROR\r\n' +20"),
                 (b"slabs automove 1\r\n", r"error 'ERROR\r\n' +18"),
                 (b"lru_crawler enable\r\n", r"error 'ERROR\r\n' +20"),
                 (b"watch\r\n", r"error 'ERROR\r\n' +7"),

@@ -745,6 +745,38 @@ impl Store {
         }
     }
 
+    /// `cache_memlimit`: from now on slab classes take new pages only while
+    /// the pages in use stay within `bytes`. It cannot grow past the arena
+    /// (`-m`): false, and nothing changes), and pages already taken are not
+    /// given back (no rebalancer).
+    pub fn set_memory_limit(&self, bytes: u64) -> bool {
+        let arena = self.layout.page_count as u64 * self.layout.page_size;
+        if bytes > arena {
+            return false;
+        }
+        let limit = if bytes == arena { 0 } else { bytes };
+        self.header().memory_limit.store(limit, Relaxed);
+        true
+    }
+
+    /// The memory limit now: `cache_memlimit`'s, or `None` for `-m`'s.
+    pub fn memory_limit(&self) -> Option<u64> {
+        match self.header().memory_limit.load(Relaxed) {
+            0 => None,
+            bytes => Some(bytes),
+        }
+    }
+
+    /// Pages the slab classes may hold in all.
+    fn page_limit(&self) -> u32 {
+        match self.memory_limit() {
+            None => self.layout.page_count,
+            Some(bytes) => {
+                ((bytes / self.layout.page_size) as u32).clamp(1, self.layout.page_count)
+            }
+        }
+    }
+
     /// Items held and their bytes, over all classes.
     pub fn items_and_bytes(&self) -> (u64, u64) {
         self.classes.iter().fold((0, 0), |(n, b), c| {

@@ -200,6 +200,9 @@ pub struct Header {
     /// 1 = a memory file (`-e`): never removed as a dead instance's segment,
     /// whatever its name.
     pub persistent: AtomicU32,
+    /// `cache_memlimit`, in bytes: slab classes take no new page past it
+    /// (0 = the whole arena, `-m`). Not kept across a restart, as memcached.
+    pub memory_limit: AtomicU64,
 }
 
 /// Settings a SIGHUP reload changes while the workers run: the supervisor
@@ -542,6 +545,7 @@ impl Segment {
         let h = self.header();
         h.verbosity.store(0, Relaxed);
         h.detail_enabled.store(0, Relaxed);
+        h.memory_limit.store(0, Relaxed);
         h.prefix_epoch.store(0, Relaxed);
         h.prefix_order.store(0, Relaxed);
     }

@@ -187,11 +187,10 @@ impl Store {
         let per_page = class.per_page.load(Relaxed);
         if class.cur_page.load(Relaxed) == NONE || class.cur_next.load(Relaxed) >= per_page {
             let h = self.header();
+            let pages = self.page_limit();
             let page = h
                 .pages_used
-                .fetch_update(Relaxed, Relaxed, |p| {
-                    (p < self.layout.page_count).then_some(p + 1)
-                })
+                .fetch_update(Relaxed, Relaxed, |p| (p < pages).then_some(p + 1))
                 .ok()?;
             // The page table first: a crash after it leaves a page the rebuild
             // finds (all chunks zero = FREE).

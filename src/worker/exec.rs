@@ -181,6 +181,21 @@ pub fn execute(ctx: &WorkerContext, cmd: &Command<'_>, out: &mut Vec<u8>) -> Aft
                 out.extend_from_slice(reply::OK);
             }
         }
+        Command::CacheMemlimit { megabytes, noreply } => {
+            let line: &[u8] = if megabytes < 8 {
+                b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n"
+            } else if megabytes > 1_000_000_000 {
+                b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n"
+            } else if store.set_memory_limit(u64::from(megabytes) << 20) {
+                reply::OK
+            } else {
+                // memcached can grow; the segment cannot (docs/memory.md).
+                b"MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n"
+            };
+            if !noreply {
+                out.extend_from_slice(line);
+            }
+        }
         Command::Stats { args } => stats::render(ctx, args, out),
         Command::Shutdown { graceful: _ } => {
             // The parser answers it when -A is off. The supervisor drains every

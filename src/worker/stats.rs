@@ -83,7 +83,11 @@ fn settings(ctx: &WorkerContext, out: &mut Vec<u8>) {
     let s = &ctx.settings;
     let h = ctx.store.header();
     let stat = |out: &mut Vec<u8>, name: &str, value: &dyn Display| reply::stat(out, name, value);
-    stat(out, "maxbytes", &s.memory_limit);
+    stat(
+        out,
+        "maxbytes",
+        &ctx.store.memory_limit().unwrap_or(s.memory_limit),
+    );
     // The settings a reload changes live are read from the segment.
     let live = &h.live;
     stat(out, "maxconns", &live.max_connections.load(Relaxed));
@@ -392,7 +396,11 @@ fn general(ctx: &WorkerContext, out: &mut Vec<u8>) {
     for &c in &[Counter::bytes_read, Counter::bytes_written] {
         reply::stat(out, c.name(), total(c));
     }
-    reply::stat(out, "limit_maxbytes", s.memory_limit);
+    reply::stat(
+        out,
+        "limit_maxbytes",
+        ctx.store.memory_limit().unwrap_or(s.memory_limit),
+    );
     reply::stat(out, "accepting_conns", 1);
     reply::stat(out, "threads", h.live.workers.load(Relaxed));
     reply::stat(out, "conn_yields", total(Counter::conn_yields));
