@@ -683,12 +683,18 @@ fn conns_lists_every_workers_connections() {
     let mut nread = server.connect();
     nread.send(b"set half 0 0 10\r\nabc");
     let mut asker = server.connect();
-    // Until every connection is accepted and the half block read.
+    // Until every connection is accepted, the half block read, and each
+    // `version` connection's entry updated: a worker writes its reply, then
+    // updates the shared table, so a client can see the reply a moment before
+    // another worker's `stats conns` sees the new state.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let reply = loop {
         let reply = asker.roundtrip(b"stats conns\r\n");
         let text = String::from_utf8_lossy(&reply);
-        if text.matches(":addr ").count() == 4 + 42 && text.contains("conn_nread") {
+        if text.matches(":addr ").count() == 4 + 42
+            && text.contains("conn_nread")
+            && text.matches(" conn_read\r\n").count() == 20
+        {
             break reply;
         }
         assert!(std::time::Instant::now() < deadline, "{text}");
