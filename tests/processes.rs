@@ -835,3 +835,65 @@ fn an_ephemeral_port_is_written_to_the_port_file() {
         );
     }
 }
+
+/// The pid in `stats workers` of worker slot `slot` (0 while it is dead).
+fn slot_pid(server: &Server, slot: usize) -> u32 {
+    let reply = server.connect().roundtrip(b"stats workers\r\n");
+    let key = format!("STAT worker:{slot}:pid ");
+    String::from_utf8_lossy(&reply)
+        .lines()
+        .find_map(|l| l.strip_prefix(&key)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A slot whose worker is dead gets no new connections while it waits for
+/// its successor: here a crash-looping slot 0 is held back a second by the
+/// respawn back-off, and every connection made meanwhile is answered at once
+/// by slot 1 (before: about half of them waited out the back-off).
+#[test]
+fn new_connections_go_around_a_dead_slot() {
+    let server = Server::shmcached(&["-t", "2", "-m", "16"]);
+    wait_for_workers(&server, 2);
+    // Kill slot 0's worker as soon as each successor serves: young deaths
+    // double the back-off, 50 ms up to 1 s.
+    let mut last = 0;
+    for _ in 0..8 {
+        let pid = wait_for(Duration::from_secs(3), || {
+            let pid = slot_pid(&server, 0);
+            (pid != 0 && pid != last).then_some(pid)
+        })
+        .expect("slot 0 gets a new worker");
+        signal(pid, SIGKILL).expect("kill -9 slot 0's worker");
+        wait_for(Duration::from_secs(1), || (!is_alive(pid)).then_some(()))
+            .expect("the killed worker dies");
+        last = pid;
+    }
+    // Let the supervisor reap it and steer around its slot.
+    thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    let mut conns: Vec<Conn> = (0..20).map(|_| server.connect()).collect();
+    for conn in &mut conns {
+        conn.send(b"version\r\n");
+    }
+    for (i, conn) in conns.iter_mut().enumerate() {
+        conn.set_timeout(Duration::from_secs(3));
+        let line = conn.read_line();
+        assert!(
+            line.starts_with(b"VERSION "),
+            "connection {i}: {:?}",
+            escape(&line)
+        );
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(600),
+        "20 connections made while slot 0 was dead took {took:?} to be answered"
+    );
+    // Slot 0 comes back and serves again.
+    wait_for(Duration::from_secs(3), || {
+        let pid = slot_pid(&server, 0);
+        (pid != 0 && pid != last).then_some(pid)
+    })
+    .expect("slot 0 respawned");
+    assert_serves(&server, "after");
+}

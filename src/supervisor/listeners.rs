@@ -58,12 +58,27 @@ pub fn bind(s: &Settings, slots: u32) -> Result<Vec<Vec<TcpListener>>, String> {
 
 /// Send new connections to the first `workers` slots only.
 pub fn steer(listeners: &[Vec<TcpListener>], workers: u32) -> std::io::Result<()> {
+    steer_around(listeners, workers, &[])
+}
+
+/// Send new connections to the first `workers` slots except those in `skip`
+/// (ascending; slots whose worker is dead or not ready yet): what a dead
+/// slot's socket already queued waits for its successor, nothing new joins it.
+pub fn steer_around(
+    listeners: &[Vec<TcpListener>],
+    workers: u32,
+    skip: &[u32],
+) -> std::io::Result<()> {
     let Some(first) = listeners.first() else {
         return Ok(());
     };
+    let skip: Vec<u32> = skip.iter().copied().filter(|&s| s < workers).collect();
+    if skip.len() >= workers as usize {
+        return Ok(()); // nowhere else to go: leave the program as it is
+    }
     for sock in first {
         let v6 = sock.local_addr()?.is_ipv6();
-        let program = pick_slot(v6, workers.max(1));
+        let program = pick_slot(v6, workers.max(1), &skip);
         let fprog = libc::sock_fprog {
             len: program.len() as u16,
             filter: program.as_ptr() as *mut libc::sock_filter,
@@ -91,9 +106,11 @@ pub fn steer(listeners: &[Vec<TcpListener>], workers: u32) -> std::io::Result<()
 /// ```text
 /// A = TCP source port      (after the IPv4 header, whatever its length, or the IPv6 one)
 /// A = A * 2654435761 >> 16 (Linux picks even ports for connect(): mix before the modulo)
-/// return A % workers
+/// A = A % (workers - skipped)
+/// for each skipped slot s, ascending: if A >= s then A = A + 1
+/// return A
 /// ```
-fn pick_slot(v6: bool, workers: u32) -> Vec<libc::sock_filter> {
+fn pick_slot(v6: bool, workers: u32, skip: &[u32]) -> Vec<libc::sock_filter> {
     const NET: u32 = libc::SKF_NET_OFF as u32;
     let op = |code: u32, k: u32| libc::sock_filter {
         code: code as u16,
@@ -116,9 +133,18 @@ fn pick_slot(v6: bool, workers: u32) -> Vec<libc::sock_filter> {
     program.extend([
         op(libc::BPF_ALU | libc::BPF_MUL | libc::BPF_K, 2_654_435_761),
         op(libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K, 16),
-        op(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, workers),
-        op(libc::BPF_RET | libc::BPF_A, 0),
+        op(
+            libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K,
+            workers - skip.len() as u32,
+        ),
     ]);
+    for &s in skip {
+        // Jump over the add unless A >= s.
+        let mut jump = op(libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K, s);
+        jump.jf = 1;
+        program.extend([jump, op(libc::BPF_ALU | libc::BPF_ADD | libc::BPF_K, 1)]);
+    }
+    program.push(op(libc::BPF_RET | libc::BPF_A, 0));
     program
 }
 
@@ -298,13 +324,23 @@ mod tests {
 
     /// Connections to each listener after `connections` connects.
     fn spread(ip: IpAddr, slots: u32, workers: u32, connections: usize) -> Option<Vec<usize>> {
+        spread_around(ip, slots, workers, &[], connections)
+    }
+
+    fn spread_around(
+        ip: IpAddr,
+        slots: u32,
+        workers: u32,
+        skip: &[u32],
+        connections: usize,
+    ) -> Option<Vec<usize>> {
         let settings = Settings {
             port: 0,
             listen: vec![ip],
             ..Settings::default()
         };
         let listeners = bind(&settings, slots).ok()?;
-        steer(&listeners, workers).expect("attach the reuseport program");
+        steer_around(&listeners, workers, skip).expect("attach the reuseport program");
         let addr = listeners[0][0].local_addr().unwrap();
         let clients: Vec<TcpStream> = (0..connections)
             .map(|_| TcpStream::connect(addr).unwrap())
@@ -328,6 +364,19 @@ mod tests {
         assert!(counts[..3].iter().all(|&c| c >= 15), "{counts:?}");
         let counts = spread("127.0.0.1".parse().unwrap(), 4, 1, 20).unwrap();
         assert_eq!(counts, [20, 0, 0, 0]);
+    }
+
+    #[test]
+    fn connections_go_around_dead_slots() {
+        let ip = "127.0.0.1".parse().unwrap();
+        let counts = spread_around(ip, 4, 4, &[1], 90).unwrap();
+        assert_eq!(counts[1], 0, "{counts:?}");
+        assert!([0, 2, 3].iter().all(|&i| counts[i] >= 15), "{counts:?}");
+        let counts = spread_around(ip, 4, 3, &[0, 2], 30).unwrap();
+        assert_eq!(counts, [0, 30, 0, 0]);
+        // Every slot dead: nothing to steer to; the kernel's spread stays.
+        let counts = spread_around(ip, 2, 2, &[0, 1], 40).unwrap();
+        assert_eq!(counts.iter().sum::<usize>(), 40);
     }
 
     #[test]

@@ -218,6 +218,11 @@ pub struct Supervisor {
     /// This image was executed by SIGUSR2: the previous image's workers are
     /// still serving and are to be replaced.
     takeover: bool,
+    /// The slots new connections are steered around now (see
+    /// `steer_around_dead`); None: not yet, or the reload's program holds.
+    steered_around: Option<Vec<u32>>,
+    /// False once the kernel refused the reuseport program.
+    steering: bool,
 }
 
 impl Supervisor {
@@ -365,6 +370,8 @@ impl Supervisor {
             systemd,
             reload: None,
             takeover: handover.is_some(),
+            steered_around: None,
+            steering: true,
         };
         sup.publish_live();
         Ok(sup)
@@ -417,6 +424,7 @@ impl Supervisor {
             self.respawn_due();
             self.stop_overdue_retirees();
             self.advance_reload();
+            self.steer_around_dead();
             for i in dormant {
                 self.wake_dormant(i);
             }
@@ -636,6 +644,32 @@ impl Supervisor {
         }
     }
 
+    /// New connections go to the slots whose worker serves now: a slot whose
+    /// worker died (or is not ready yet) gets none until its successor is,
+    /// so a slow respawn (a crash-loop back-off, a fork stalled by the
+    /// machine) delays only what its socket had already queued.
+    fn steer_around_dead(&mut self) {
+        if !self.steering || self.reload.is_some() {
+            return;
+        }
+        let workers = self.settings.workers;
+        let waiting: Vec<u32> = (0..workers)
+            .filter(|&i| self.store().slot_at(i as usize).ready.load(Relaxed) == 0)
+            .collect();
+        if self.steered_around.as_ref() == Some(&waiting) {
+            return;
+        }
+        match listeners::steer_around(&self.listeners, workers, &waiting) {
+            Ok(()) => self.steered_around = Some(waiting),
+            Err(e) => {
+                // The program could not be attached (no SO_ATTACH_REUSEPORT_CBPF):
+                // the kernel's own spread stays, dead slots included.
+                info!(self.log, "cannot steer connections away from dead workers"; "error" => %e);
+                self.steering = false;
+            }
+        }
+    }
+
     fn respawn_due(&mut self) {
         let now = Instant::now();
         for i in 0..self.settings.workers as usize {
@@ -711,6 +745,8 @@ impl Supervisor {
     /// slots in service only (the reuseport program), so a surplus worker
     /// passes on its connections and stops while nothing new reaches it.
     fn resize(&mut self, before: u32, after: u32) -> bool {
+        // What steer_around_dead applied last no longer holds.
+        self.steered_around = None;
         if let Err(e) = listeners::steer(&self.listeners, after) {
             error!(self.log, "reload: cannot steer connections; the number of workers stays";
                    "workers" => before, "error" => %e);
