@@ -8,8 +8,6 @@
 //! so does this module, which keeps those same points as the mark below which
 //! replies are "sent".
 
-use std::time::Instant;
-
 use slog::{Logger, debug};
 
 use crate::protocol::StoreMode;
@@ -64,7 +62,8 @@ pub fn run_requests(
                 request,
                 consumed,
             } => {
-                conn.last_active = Instant::now();
+                conn.last_active = ctx.now.get();
+                conn.last_active_unix = ctx.unix_now.get();
                 conn.handled = true;
                 if ctx.settings.verbosity >= 2 {
                     debug!(log, "binary request"; "opcode" => header.opcode, "request" => ?request);
@@ -85,7 +84,8 @@ pub fn run_requests(
                 close,
                 too_large,
             } => {
-                conn.last_active = Instant::now();
+                conn.last_active = ctx.now.get();
+                conn.last_active_unix = ctx.unix_now.get();
                 conn.handled = true;
                 if let Some(refused) = too_large {
                     if ctx.detail_enabled() {

@@ -64,6 +64,8 @@ pub struct WorkerContext {
     pub current_conn: Cell<Option<usize>>,
     /// The loop's clock, read once per wake-up rather than per request.
     pub now: Cell<Instant>,
+    /// The same moment in unix seconds (the coarse clock).
+    pub unix_now: Cell<u32>,
 }
 
 impl WorkerContext {
@@ -156,6 +158,7 @@ impl Worker {
                 port,
                 current_conn: Cell::new(None),
                 now: Cell::new(Instant::now()),
+                unix_now: Cell::new(crate::store::unix_now()),
             },
             listeners: mio_listeners,
             poll,
@@ -201,6 +204,7 @@ impl Worker {
                 return 1;
             }
             self.ctx.now.set(Instant::now());
+            self.ctx.unix_now.set(crate::store::unix_now());
             for ev in events.iter() {
                 let Token(t) = ev.token();
                 if t == INBOX {
@@ -333,17 +337,10 @@ impl Worker {
         };
         let served = serve_conn(&self.ctx, conn, &self.log);
         if let Some(e) = conn.entry {
-            let now = crate::store::unix_now();
-            let idle = self
-                .ctx
-                .now
-                .get()
-                .saturating_duration_since(conn.last_active);
-            let last = now.saturating_sub(idle.as_secs() as u32);
-            self.ctx.store.conn_table(self.ctx.slot)[e].update(conn.state(), last);
+            self.ctx.store.conn_table(self.ctx.slot)[e].update(conn.state(), conn.last_active_unix);
         }
         match served {
-            Served::Wait => {}
+            Served::Wait => conn.input.park(),
             Served::Yield => {
                 self.ctx.store.counters().incr(Counter::conn_yields);
                 self.yielded.push(idx);
@@ -408,6 +405,10 @@ impl Worker {
                 _ => c.input.pending().contains(&b'\n'),
             };
             let between_requests = c.output_pending() == 0 && c.swallow == 0 && !inside;
+            // Quiet for a tick: its reply buffer goes to the spares too.
+            if between_requests && c.last_active.elapsed() >= TICK {
+                c.park();
+            }
             if !idle.is_zero() && c.last_active.elapsed() >= idle && between_requests {
                 self.ctx.store.counters().incr(Counter::idle_kicks);
                 self.close(i);
@@ -452,6 +453,7 @@ fn serve_conn(ctx: &WorkerContext, conn: &mut Conn, log: &Logger) -> Served {
             return Served::Yield;
         }
         // 2. Execute the complete requests in the input buffer.
+        conn.unpark();
         let before = conn.output_pending();
         if let Some(after) = run_requests(ctx, conn, log, &mut budget) {
             match after {
@@ -544,6 +546,7 @@ fn run_requests(
             Parsed::Command { command, consumed } => {
                 conn.seed_wait_since = None;
                 conn.last_active = ctx.now.get();
+                conn.last_active_unix = ctx.unix_now.get();
                 if ctx.settings.verbosity >= 2 {
                     debug!(log, "request"; "command" => ?command);
                 }
@@ -564,6 +567,7 @@ fn run_requests(
             } => {
                 conn.seed_wait_since = None;
                 conn.last_active = ctx.now.get();
+                conn.last_active_unix = ctx.unix_now.get();
                 conn.handled = true;
                 if let Some(key) = unlink {
                     ctx.store.remove(key);
@@ -629,6 +633,7 @@ fn authenticate(ctx: &WorkerContext, conn: &mut Conn) -> Option<After> {
     conn.output.extend_from_slice(reply);
     conn.input.consume(consumed);
     conn.last_active = ctx.now.get();
+    conn.last_active_unix = ctx.unix_now.get();
     conn.handled = true;
     Some(After::Continue)
 }
