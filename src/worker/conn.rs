@@ -309,6 +309,8 @@ pub struct Conn {
     /// Edge-triggered readiness not yet used up.
     pub readable: bool,
     pub writable: bool,
+    /// Registered for writability: only while replies wait for room.
+    pub write_interest: bool,
     /// The poller saw the peer's FIN: read on until EOF even after a short read.
     pub peer_closed: bool,
     /// When the last request was handled (`-o idle_timeout`): as in memcached,
@@ -342,6 +344,7 @@ impl Conn {
             readable: true,
             peer_closed: false,
             writable: true,
+            write_interest: false,
             last_active: Instant::now(),
             last_active_unix: crate::store::unix_now(),
             seed_wait_since: None,

@@ -307,7 +307,9 @@ impl Worker {
         if let Err(e) = self.poll.registry().register(
             &mut stream,
             Token(FIRST_CONN + idx),
-            Interest::READABLE | Interest::WRITABLE,
+            // Writability only while replies wait for room (see `service`):
+            // otherwise every ACK would wake the loop for nothing.
+            Interest::READABLE,
         ) {
             warn!(self.log, "register failed"; "error" => %e);
             counters.decr(Counter::curr_connections);
@@ -336,6 +338,26 @@ impl Worker {
             return;
         };
         let served = serve_conn(&self.ctx, conn, &self.log);
+        let want_write = !conn.writable && conn.output_pending() > 0;
+        if want_write != conn.write_interest {
+            let interest = if want_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            match self.poll.registry().reregister(
+                &mut conn.stream,
+                Token(FIRST_CONN + idx),
+                interest,
+            ) {
+                Ok(()) => conn.write_interest = want_write,
+                Err(e) => {
+                    warn!(self.log, "reregister failed"; "error" => %e);
+                    self.close(idx);
+                    return;
+                }
+            }
+        }
         if let Some(e) = conn.entry {
             self.ctx.store.conn_table(self.ctx.slot)[e].update(conn.state(), conn.last_active_unix);
         }
