@@ -12,20 +12,9 @@ use libfuzzer_sys::fuzz_target;
 use shmcached::protocol::Limits;
 use shmcached::protocol::binary::{HEADER_LEN, Parsed, parse};
 
-const DEFAULT: Limits = Limits {
-    item_size_max: 1 << 20,
-    cas_enabled: true,
-    seed_element_size: 1000,
-    shutdown_enabled: true,
-};
-
-/// Small enough that short inputs reach "too large" and its swallow.
-const SMALL: Limits = Limits {
-    item_size_max: 128,
-    cas_enabled: false,
-    seed_element_size: 8,
-    shutdown_enabled: false,
-};
+#[path = "limits.rs"]
+mod limits;
+use limits::{DEFAULT, SMALL};
 
 fuzz_target!(|input: &[u8]| {
     walk(input, &DEFAULT);
