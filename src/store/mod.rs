@@ -545,54 +545,40 @@ impl Store {
 
     /// delete: true if the key was there.
     pub fn delete(&self, key: &[u8]) -> bool {
-        self.unlink_key(key, true)
+        self.unlink_key(key, 0, true) == DeleteResult::Deleted
     }
 
     /// delete only if the item's cas-unique is `cas` (0 = any), as the binary
     /// protocol's delete with a cas and meta's `md ... C<cas>`.
     pub fn delete_cas(&self, key: &[u8], cas: u64) -> DeleteResult {
-        if cas == 0 {
-            return if self.delete(key) {
-                DeleteResult::Deleted
-            } else {
-                DeleteResult::NotFound
-            };
-        }
-        let now = unix_now();
-        let hash = hash_key(key);
-        let _s = self.stripe_for(hash).lock().repaired_trivially();
-        match self.lookup(hash, key, now) {
-            Some((_, id)) if self.item(id).cas.load(Relaxed) != cas => DeleteResult::Exists,
-            Some((link, id)) => {
-                let class = self.item(id).class.load(Relaxed) as usize;
-                self.count_class(class, ClassCounter::delete_hits);
-                self.unlink_and_free(link, id);
-                DeleteResult::Deleted
-            }
-            None => DeleteResult::NotFound,
-        }
+        self.unlink_key(key, cas, true)
     }
 
     /// Drop `key`'s item, if any, without counting a delete (memcached does
     /// this to the old value of a `set` refused as too large).
     pub fn remove(&self, key: &[u8]) {
-        self.unlink_key(key, false);
+        self.unlink_key(key, 0, false);
     }
 
-    fn unlink_key(&self, key: &[u8], counted: bool) -> bool {
+    /// Unlink and free `key`'s item if its cas-unique is `cas` (0 = any);
+    /// `counted`: a delete, for the class's `delete_hits`.
+    fn unlink_key(&self, key: &[u8], cas: u64, counted: bool) -> DeleteResult {
         let now = unix_now();
         let hash = hash_key(key);
         let _s = self.stripe_for(hash).lock().repaired_trivially();
         match self.lookup(hash, key, now) {
+            Some((_, id)) if cas != 0 && self.item(id).cas.load(Relaxed) != cas => {
+                DeleteResult::Exists
+            }
             Some((link, id)) => {
                 if counted {
                     let class = self.item(id).class.load(Relaxed) as usize;
                     self.count_class(class, ClassCounter::delete_hits);
                 }
                 self.unlink_and_free(link, id);
-                true
+                DeleteResult::Deleted
             }
-            None => false,
+            None => DeleteResult::NotFound,
         }
     }
 
