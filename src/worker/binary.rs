@@ -63,7 +63,6 @@ pub fn run_requests(
                 consumed,
             } => {
                 conn.last_active = ctx.now.get();
-                conn.last_active_unix = ctx.unix_now.get();
                 conn.handled = true;
                 if ctx.settings.verbosity >= 2 {
                     debug!(log, "binary request"; "opcode" => header.opcode, "request" => ?request);
@@ -85,7 +84,6 @@ pub fn run_requests(
                 too_large,
             } => {
                 conn.last_active = ctx.now.get();
-                conn.last_active_unix = ctx.unix_now.get();
                 conn.handled = true;
                 if let Some(refused) = too_large {
                     if ctx.detail_enabled() {

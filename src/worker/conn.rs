@@ -284,6 +284,23 @@ impl Buffer {
     }
 }
 
+/// A moment by the monotonic clock (timeouts) and in unix seconds (what
+/// `stats conns` shows), read together.
+#[derive(Debug, Clone, Copy)]
+pub struct Moment {
+    pub at: Instant,
+    pub unix: u32,
+}
+
+impl Moment {
+    pub fn now() -> Moment {
+        Moment {
+            at: Instant::now(),
+            unix: crate::store::unix_now(),
+        }
+    }
+}
+
 /// What reading found.
 pub enum ReadOutcome {
     /// Some bytes arrived (maybe more remain in the socket).
@@ -315,9 +332,7 @@ pub struct Conn {
     pub peer_closed: bool,
     /// When the last request was handled (`-o idle_timeout`): as in memcached,
     /// bytes that do not complete a request are no sign of life.
-    pub last_active: Instant,
-    /// The same, in unix seconds (`stats conns`).
-    pub last_active_unix: u32,
+    pub last_active: Moment,
     /// When a seed `SET` started waiting for its data (for `ERR TOO_SMALL`).
     pub seed_wait_since: Option<Instant>,
     /// `-Y`: false until the client has sent valid credentials.
@@ -345,8 +360,7 @@ impl Conn {
             peer_closed: false,
             writable: true,
             write_interest: false,
-            last_active: Instant::now(),
-            last_active_unix: crate::store::unix_now(),
+            last_active: Moment::now(),
             seed_wait_since: None,
             authenticated,
             handled: false,

@@ -26,7 +26,7 @@ use crate::store::Store;
 use crate::store::conns::{CONNS_PER_WORKER, ConnState};
 use crate::store::prefix::PrefixOp;
 use crate::store::stats::Counter;
-use conn::{Conn, Listener, ReadOutcome, Stream};
+use conn::{Conn, Listener, Moment, ReadOutcome, Stream};
 use exec::After;
 
 /// Replies queued past this stop a connection's processing until the client
@@ -63,9 +63,7 @@ pub struct WorkerContext {
     /// The connection-table entry of the connection whose command runs now.
     pub current_conn: Cell<Option<usize>>,
     /// The loop's clock, read once per wake-up rather than per request.
-    pub now: Cell<Instant>,
-    /// The same moment in unix seconds (the coarse clock).
-    pub unix_now: Cell<u32>,
+    pub now: Cell<Moment>,
 }
 
 impl WorkerContext {
@@ -157,8 +155,7 @@ impl Worker {
                 slot,
                 port,
                 current_conn: Cell::new(None),
-                now: Cell::new(Instant::now()),
-                unix_now: Cell::new(crate::store::unix_now()),
+                now: Cell::new(Moment::now()),
             },
             listeners: mio_listeners,
             poll,
@@ -203,8 +200,7 @@ impl Worker {
                 warn!(self.log, "poll failed"; "error" => %e);
                 return 1;
             }
-            self.ctx.now.set(Instant::now());
-            self.ctx.unix_now.set(crate::store::unix_now());
+            self.ctx.now.set(Moment::now());
             for ev in events.iter() {
                 let Token(t) = ev.token();
                 if t == INBOX {
@@ -359,7 +355,7 @@ impl Worker {
             }
         }
         if let Some(e) = conn.entry {
-            self.ctx.store.conn_table(self.ctx.slot)[e].update(conn.state(), conn.last_active_unix);
+            self.ctx.store.conn_table(self.ctx.slot)[e].update(conn.state(), conn.last_active.unix);
         }
         match served {
             Served::Wait => conn.input.park(),
@@ -431,7 +427,7 @@ impl Worker {
             };
             let between_requests = c.output_pending() == 0 && c.swallow == 0 && !inside;
             // Quiet for a tick: its reply buffer goes to the spares too.
-            let quiet = now.saturating_duration_since(c.last_active);
+            let quiet = now.saturating_duration_since(c.last_active.at);
             if between_requests && quiet >= TICK {
                 c.park();
             }
@@ -572,7 +568,6 @@ fn run_requests(
             Parsed::Command { command, consumed } => {
                 conn.seed_wait_since = None;
                 conn.last_active = ctx.now.get();
-                conn.last_active_unix = ctx.unix_now.get();
                 if ctx.settings.verbosity >= 2 {
                     debug!(log, "request"; "command" => ?command);
                 }
@@ -593,7 +588,6 @@ fn run_requests(
             } => {
                 conn.seed_wait_since = None;
                 conn.last_active = ctx.now.get();
-                conn.last_active_unix = ctx.unix_now.get();
                 conn.handled = true;
                 if let Some(key) = unlink {
                     ctx.store.remove(key);
@@ -659,7 +653,6 @@ fn authenticate(ctx: &WorkerContext, conn: &mut Conn) -> Option<After> {
     conn.output.extend_from_slice(reply);
     conn.input.consume(consumed);
     conn.last_active = ctx.now.get();
-    conn.last_active_unix = ctx.unix_now.get();
     conn.handled = true;
     Some(After::Continue)
 }
