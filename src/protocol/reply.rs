@@ -17,6 +17,14 @@ pub const DELETED: &[u8] = b"DELETED\r\n";
 pub const TOUCHED: &[u8] = b"TOUCHED\r\n";
 pub const END: &[u8] = b"END\r\n";
 pub const OK: &[u8] = b"OK\r\n";
+/// `cache_memlimit` below 8 MB.
+pub const MEMLIMIT_TOO_SMALL: &[u8] = b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n";
+/// `cache_memlimit` over 10^9: megabytes were meant.
+pub const MEMLIMIT_NOT_BYTES: &[u8] =
+    b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n";
+/// `cache_memlimit` that cannot be applied (ours: past `-m`).
+pub const MEMLIMIT_ADJUST_FAILED: &[u8] =
+    b"MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n";
 pub const RESET: &[u8] = b"RESET\r\n";
 
 /// Unknown command, wrong token count, unknown `stats` group.

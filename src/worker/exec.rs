@@ -182,15 +182,15 @@ pub fn execute(ctx: &WorkerContext, cmd: &Command<'_>, out: &mut Vec<u8>) -> Aft
             }
         }
         Command::CacheMemlimit { megabytes, noreply } => {
-            let line: &[u8] = if megabytes < 8 {
-                b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n"
+            let line = if megabytes < 8 {
+                reply::MEMLIMIT_TOO_SMALL
             } else if megabytes > 1_000_000_000 {
-                b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n"
+                reply::MEMLIMIT_NOT_BYTES
             } else if store.set_memory_limit(u64::from(megabytes) << 20) {
                 reply::OK
             } else {
                 // memcached can grow; the segment cannot (docs/memory.md).
-                b"MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n"
+                reply::MEMLIMIT_ADJUST_FAILED
             };
             if !noreply {
                 out.extend_from_slice(line);
