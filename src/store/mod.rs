@@ -13,6 +13,7 @@
 pub mod conns;
 pub mod item;
 pub mod lock;
+pub mod mover;
 pub mod prefix;
 mod recovery;
 pub mod segment;

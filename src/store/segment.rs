@@ -25,7 +25,7 @@ use super::stats::{ClassCounters, Counters};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMCACHE");
 /// 3: the header records the layout's parameters (warm restart).
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 /// Slab growth factor. memcached's default (`-f`) is 1.25; 1.08 wastes less
 /// of each chunk (bench/memory, `-m 64`: 1.04x memcached's items at 100-byte
 /// and 1 KiB values instead of 0.86x; docs/memory.md).
@@ -203,6 +203,19 @@ pub struct Header {
     /// `cache_memlimit`, in bytes: slab classes take no new page past it
     /// (0 = the whole arena, `-m`). Not kept across a restart, as memcached.
     pub memory_limit: AtomicU64,
+    /// Guards the page pool (pages no class holds, `page_table` byte
+    /// [`super::mover::POOL`]) and `pool_pages`. Taken after a class lock,
+    /// never before one.
+    pub pool_lock: RobustMutex,
+    /// Pages in the pool (memcached's `slab_global_page_pool`).
+    pub pool_pages: AtomicU32,
+    /// A page move asked for by `slabs reassign` or the automover and not yet
+    /// done (0 = none); see `mover::encode_move`.
+    pub move_request: AtomicU32,
+    /// `slabs automove` level: 0, 1 or 2.
+    pub automove: AtomicU32,
+    /// `slabs automove ratio`, as f64 bits.
+    pub automove_ratio: AtomicU64,
 }
 
 /// Settings a SIGHUP reload changes while the workers run: the supervisor
@@ -490,6 +503,7 @@ impl Segment {
             for i in 0..l.stripes as u64 {
                 RobustMutex::init(base.add((l.off_stripes + i * 64) as usize) as *mut RobustMutex);
             }
+            RobustMutex::init(&raw mut (*(base as *mut Header)).pool_lock);
             for (i, &size) in l.class_sizes.iter().enumerate() {
                 let class =
                     base.add(l.off_classes as usize + i * size_of::<SlabClass>()) as *mut SlabClass;
@@ -530,6 +544,7 @@ impl Segment {
             for i in 0..l.stripes as u64 {
                 RobustMutex::init(base.add((l.off_stripes + i * 64) as usize) as *mut RobustMutex);
             }
+            RobustMutex::init(&raw mut (*(base as *mut Header)).pool_lock);
             for i in 0..l.class_sizes.len() {
                 let class =
                     base.add(l.off_classes as usize + i * size_of::<SlabClass>()) as *mut SlabClass;
@@ -546,6 +561,7 @@ impl Segment {
         h.verbosity.store(0, Relaxed);
         h.detail_enabled.store(0, Relaxed);
         h.memory_limit.store(0, Relaxed);
+        h.move_request.store(0, Relaxed);
         h.prefix_epoch.store(0, Relaxed);
         h.prefix_order.store(0, Relaxed);
     }
