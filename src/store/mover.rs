@@ -1,12 +1,45 @@
 //! Page moves between slab classes (memcached's slab rebalancer): `slabs
 //! reassign`, `slabs automove`, and the pool of pages no class holds.
+//!
+//! A move empties one page of the source class: each item in it is copied
+//! into a free chunk of the same class elsewhere (a rescue) or, when the class
+//! has none, evicted; then the page goes to the pool, and from there to the
+//! destination class. Only the worker of slot 0 moves pages, one at a time,
+//! on its 100 ms tick; other workers only ask (`Header::move_request`).
+//!
+//! Crash consistency rests on the rules of slab.rs: the whole move of a page
+//! holds the source's class lock, so a mover that dies leaves a class whose
+//! next locker rebuilds its lists and page count from chunk states and the
+//! page table. Items are unlinked only under their stripe lock, which the
+//! mover *tries* (it holds a class lock), so a reader never sees a chunk
+//! change under it; an INFLIGHT chunk or a busy stripe makes the move wait for
+//! a later tick.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{Relaxed, Release};
 
-use super::Store;
+use super::item::{FREE, INFLIGHT, ITEM_HEADER, LINKED, WORD_FLAGS};
+use super::lock::{Acquired, LockGuard};
+use super::stats::{ClassCounter, Counter};
+use super::{NONE, Store, unix_now};
 
 /// `page_table` byte of a page in the pool.
 pub const POOL: u8 = 0xff;
+
+/// A class keeps at least one page: `slabs reassign` from a class with fewer
+/// than this many answers NOSPARE (memcached's rule).
+const MIN_PAGES_TO_GIVE: u32 = 2;
+/// The automover takes pages only from a class with more than this many
+/// (memcached's MIN_PAGES_FOR_SOURCE).
+const MIN_PAGES_FOR_SOURCE: u32 = 2;
+/// A class with this many pages' worth of free chunks, and no evictions or new
+/// pages for a whole window, gives one back to the pool (MIN_PAGES_FOR_RECLAIM).
+const MIN_PAGES_FOR_RECLAIM: f64 = 2.5;
+/// Ticks a waiting move is retried while items in its page are busy before it
+/// is dropped (a set in progress, a reader holding a stripe).
+const BUSY_TICKS: u32 = 100;
+/// Mover ticks (100 ms) per automover decision: once a second, as memcached.
+const TICKS_PER_RUN: u64 = 10;
 
 /// Answer to `slabs reassign <src> <dst>`, one per memcached reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,31 +52,123 @@ pub enum Reassign {
     Same,
 }
 
+/// What one attempt at a move did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Moved {
+    Done,
+    /// Some chunk of the page was in use; try again later.
+    Busy,
+    /// Nothing to move (the source has too few pages, or the pool is empty).
+    Nothing,
+}
+
+/// One second of one class in the automover's window.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sample {
+    age: u64,
+    dirty: bool,
+    evicted_ratio: f64,
+    evicted_seen: bool,
+}
+
+/// A class's counters at the last decision.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    evicted: u64,
+    outofmemory: u64,
+    pages: u32,
+}
+
 /// The automover's memory of the last `window` seconds (kept by the one
-/// worker that runs it, slot 0).
+/// worker that runs it, slot 0; a new worker starts a new window).
 pub struct Automover {
     window: usize,
+    ticks: u64,
+    /// Decisions made (memcached's window_cur).
+    runs: u64,
+    before: Vec<Seen>,
+    /// Class-major: class `c`'s samples at `c * window ..`.
+    samples: Vec<Sample>,
+    /// Ticks the waiting move has found its page busy.
+    busy_ticks: u32,
 }
 
 impl Automover {
     pub fn new(window: u32) -> Automover {
         Automover {
             window: window.max(1) as usize,
+            ticks: 0,
+            runs: 0,
+            before: Vec::new(),
+            samples: Vec::new(),
+            busy_ticks: 0,
         }
     }
 }
 
-/// Encode a move request: `src` is -1 (any class), 0 (the pool) or a class
-/// id (1-based, as `stats slabs`), `dst` 0 or a class id.
-pub fn encode_move(src: i64, dst: i64) -> u32 {
-    1 << 31 | ((src + 1) as u32) << 16 | dst as u32
+/// Encode a move request: `src` is 0 (the pool) or a class id (1-based, as
+/// `stats slabs` numbers them), `dst` likewise.
+fn encode_move(src: usize, dst: usize) -> u32 {
+    1 << 31 | (src as u32) << 16 | dst as u32
 }
 
+fn decode_move(m: u32) -> (usize, usize) {
+    (((m >> 16) & 0x7fff) as usize, (m & 0xffff) as usize)
+}
+
+/// memcached's slabs_reassign_pick_any cursor (per process, as memcached's
+/// is per process).
+static PICK_CURSOR: AtomicUsize = AtomicUsize::new(0);
+
 impl Store {
-    /// `slabs reassign <src> <dst>`: ask the mover to move one page.
+    /// `slabs reassign <src> <dst>`: ask the mover to move one page, with
+    /// memcached's checks in memcached's order. `src` -1 picks any class with
+    /// a spare page; 0 is the pool on either side.
     pub fn request_reassign(&self, src: i64, dst: i64) -> Reassign {
-        let _ = (src, dst);
-        Reassign::Ok
+        let h = self.header();
+        if h.move_request.load(Relaxed) != 0 {
+            return Reassign::Busy;
+        }
+        if src == dst {
+            return Reassign::Same;
+        }
+        let largest = self.classes.len() as i64;
+        let src = if src == -1 { self.pick_any(dst) } else { src };
+        if !(0..=largest).contains(&src) || !(0..=largest).contains(&dst) {
+            return Reassign::BadClass;
+        }
+        let pages = match src {
+            0 => self.pool_pages(),
+            c => self.class(c as usize - 1).pages.load(Relaxed),
+        };
+        if pages < MIN_PAGES_TO_GIVE {
+            return Reassign::NoSpare;
+        }
+        let m = encode_move(src as usize, dst as usize);
+        match h.move_request.compare_exchange(0, m, Relaxed, Relaxed) {
+            Ok(_) => Reassign::Ok,
+            Err(_) => Reassign::Busy,
+        }
+    }
+
+    /// The next class after the last one picked that has a spare page (-1 if
+    /// none), skipping `dst`.
+    fn pick_any(&self, dst: i64) -> i64 {
+        let largest = self.classes.len();
+        for _ in 0..largest {
+            let mut cur = PICK_CURSOR.load(Relaxed) + 1;
+            if cur > largest {
+                cur = 1;
+            }
+            PICK_CURSOR.store(cur, Relaxed);
+            if cur as i64 == dst {
+                continue;
+            }
+            if self.class(cur - 1).pages.load(Relaxed) > 1 {
+                return cur as i64;
+            }
+        }
+        -1
     }
 
     /// `slabs automove <level>`.
@@ -74,9 +199,687 @@ impl Store {
         self.header().pool_pages.load(Relaxed)
     }
 
+    /// Pages the slab classes hold (not the pool's).
+    pub fn pages_in_use(&self) -> u32 {
+        let h = self.header();
+        h.pages_used
+            .load(Relaxed)
+            .saturating_sub(h.pool_pages.load(Relaxed))
+    }
+
     /// One tick (100 ms) of the mover, in worker slot 0: do the waiting
     /// move, and once a second let the automover decide.
     pub fn mover_tick(&self, am: &mut Automover) {
-        let _ = am.window;
+        let h = self.header();
+        let m = h.move_request.load(Relaxed);
+        if m != 0 {
+            let (src, dst) = decode_move(m);
+            match self.move_page(src, dst) {
+                Moved::Busy if am.busy_ticks < BUSY_TICKS => am.busy_ticks += 1,
+                _ => {
+                    am.busy_ticks = 0;
+                    h.move_request.store(0, Relaxed);
+                }
+            }
+        }
+        am.ticks += 1;
+        if am.ticks.is_multiple_of(TICKS_PER_RUN) {
+            self.automove_run(am);
+        }
+    }
+
+    /// Move one page from `src` to `dst` (0 = the pool; classes 1-based).
+    pub(super) fn move_page(&self, src: usize, dst: usize) -> Moved {
+        let now = unix_now();
+        if src != 0 {
+            let c = src - 1;
+            let _g = self.lock_class(c);
+            if let Err(e) = self.empty_page(c, dst == 0, now) {
+                return e;
+            }
+        } else if self.pool_pages() == 0 {
+            return Moved::Nothing;
+        }
+        if dst != 0 {
+            self.adopt_pool_page(dst - 1);
+        }
+        self.counters().incr(Counter::slabs_moved);
+        Moved::Done
+    }
+
+    /// Empty a page of class `c` (class lock held) and put it in the pool;
+    /// `release` gives its memory back to the system. The page is the first
+    /// of the class's that it is not carving.
+    fn empty_page(&self, c: usize, release: bool, now: u32) -> Result<u32, Moved> {
+        let class = self.class(c);
+        // Over cache_memlimit a class may give its last page, the one it
+        // carves included; otherwise it keeps one.
+        let over_limit = self.pages_in_use() > self.page_limit();
+        let min_pages = if over_limit { 1 } else { MIN_PAGES_TO_GIVE };
+        if class.pages.load(Relaxed) < min_pages {
+            return Err(Moved::Nothing);
+        }
+        let cur = class.cur_page.load(Relaxed);
+        let used = self.pages_used();
+        let owned = |p: u32| self.page_class(p).load(Relaxed) == c as u8 + 1;
+        let Some(page) = (0..used)
+            .find(|&p| p != cur && owned(p))
+            .or_else(|| (over_limit && cur != NONE && cur < used && owned(cur)).then_some(cur))
+        else {
+            return Err(Moved::Nothing);
+        };
+        let per_page = class.per_page.load(Relaxed);
+        // Chunks past `end` of the page being carved were never handed out.
+        let end = if page == cur {
+            class.cur_next.load(Relaxed).min(per_page)
+        } else {
+            per_page
+        };
+        let first = self.chunk_id(c, page, 0);
+        let last = self.chunk_id(c, page, per_page - 1);
+        let in_page = |id: u32| (first..=last).contains(&id);
+        // The free chunks elsewhere, in list order: room for rescues.
+        let mut spare = Vec::new();
+        let mut id = class.free_head.load(Relaxed);
+        while id != 0 && self.valid_id(id) {
+            if !in_page(id) {
+                spare.push(id);
+            }
+            id = self.item(id).next.load(Relaxed);
+        }
+        spare.reverse();
+        let (oldest_live, oldest_cas) = self.flush_marks();
+        let counters = &self.slot().counters;
+        let mut busy = false;
+        for idx in 0..end {
+            let id = self.chunk_id(c, page, idx);
+            let it = self.item(id);
+            match it.state() {
+                LINKED => {}
+                INFLIGHT => {
+                    busy = true;
+                    counters.incr(Counter::slab_reassign_busy_items);
+                    continue;
+                }
+                _ => continue,
+            }
+            let hash = it.hash.load(Relaxed);
+            let Some(got) = self.stripe_for(hash).try_lock() else {
+                busy = true;
+                counters.incr(Counter::slab_reassign_busy_items);
+                continue;
+            };
+            let _s = got.repaired_trivially();
+            let dead = it.is_dead(now, oldest_live, oldest_cas);
+            if !dead && self.chain_contains(hash, id) {
+                if let Some(to) = spare.pop() {
+                    self.rescue(c, id, to, hash);
+                    counters.incr(Counter::slab_reassign_rescues);
+                    continue;
+                }
+                counters.incr(Counter::slab_reassign_evictions_nomem);
+            }
+            self.unlink_from_chain(hash, id);
+            class.curr_items.fetch_sub(1, Relaxed);
+            class
+                .bytes
+                .fetch_sub(it.total_size().min(class.bytes.load(Relaxed)), Relaxed);
+            self.lru_unlink(c, id);
+            it.word.store(FREE, Relaxed);
+        }
+        // The free list again: the spare chunks left, and if the move must
+        // wait, the page's free chunks too.
+        class.free_head.store(0, Relaxed);
+        if busy {
+            for idx in (0..end).rev() {
+                let id = self.chunk_id(c, page, idx);
+                if self.item(id).state() == FREE {
+                    self.push_free(c, id);
+                }
+            }
+        }
+        for &id in &spare {
+            self.push_free(c, id);
+        }
+        if busy {
+            return Err(Moved::Busy);
+        }
+        if cur == page {
+            class.cur_page.store(NONE, Relaxed);
+        }
+        if release {
+            self.release_page(page);
+        }
+        let _p = self.lock_pool();
+        class.pages.fetch_sub(1, Relaxed);
+        self.page_class(page).store(POOL, Relaxed);
+        self.header().pool_pages.fetch_add(1, Relaxed);
+        Ok(page)
+    }
+
+    /// Copy live item `from` into free chunk `to` of the same class, in its
+    /// place in the hash chain and the LRU (stripe and class locks held).
+    fn rescue(&self, c: usize, from: u32, to: u32, hash: u32) {
+        let old = self.item(from);
+        let new = self.item(to);
+        // Recorded like an allocation: if we die before it is published, the
+        // supervisor frees it; after, it marks it LINKED.
+        self.slot().inflight.store(to, Relaxed);
+        new.word
+            .store(INFLIGHT | (self.slot_index as u32) << 16, Relaxed);
+        let len = (old.total_size() as usize).min(self.class(c).chunk_size.load(Relaxed) as usize)
+            - ITEM_HEADER;
+        // SAFETY: both chunks are of class `c`, so each holds ITEM_HEADER +
+        // `len` bytes inside the arena, and they are different chunks (`to`
+        // came off the free list, `from` is LINKED), so they do not overlap.
+        // `to` is INFLIGHT and ours; `from` is LINKED, whose bytes nobody
+        // writes, and we hold its stripe lock.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.item_ptr(from).add(ITEM_HEADER),
+                self.item_ptr(to).add(ITEM_HEADER),
+                len,
+            );
+        }
+        new.hash.store(hash, Relaxed);
+        new.time.store(old.time.load(Relaxed), Relaxed);
+        new.exptime.store(old.exptime.load(Relaxed), Relaxed);
+        new.flags.store(old.flags.load(Relaxed), Relaxed);
+        new.nbytes.store(old.nbytes.load(Relaxed), Relaxed);
+        new.cas.store(old.cas.load(Relaxed), Relaxed);
+        new.nkey.store(old.nkey.load(Relaxed), Relaxed);
+        new.class.store(c as u8, Relaxed);
+        new.next.store(old.next.load(Relaxed), Relaxed);
+        // In the chain: the link that points at `from` now points at `to`.
+        let mut link = self.bucket(hash);
+        while link.load(Relaxed) != from {
+            link = &self.item(link.load(Relaxed)).next;
+        }
+        link.store(to, Release);
+        // In the LRU: `to` takes `from`'s place.
+        let (prev, next) = (old.lru_prev.load(Relaxed), old.lru_next.load(Relaxed));
+        let class = self.class(c);
+        new.lru_prev.store(prev, Relaxed);
+        new.lru_next.store(next, Relaxed);
+        if prev != 0 {
+            self.item(prev).lru_next.store(to, Relaxed);
+        } else {
+            class.lru_head.store(to, Relaxed);
+        }
+        if next != 0 {
+            self.item(next).lru_prev.store(to, Relaxed);
+        } else {
+            class.lru_tail.store(to, Relaxed);
+        }
+        new.word
+            .store(LINKED | (old.word.load(Relaxed) & WORD_FLAGS), Release);
+        self.slot().inflight.store(0, Relaxed);
+        old.lru_prev.store(0, Relaxed);
+        old.lru_next.store(0, Relaxed);
+        old.word.store(FREE, Relaxed);
+    }
+
+    /// Give a pool page to class `c`: every chunk of it free. False if the
+    /// pool is empty (or the classes hold all `cache_memlimit` allows).
+    fn adopt_pool_page(&self, c: usize) -> bool {
+        let _g = self.lock_class(c);
+        let class = self.class(c);
+        let Some(page) = self.take_pool_page(c) else {
+            return false;
+        };
+        for idx in (0..class.per_page.load(Relaxed)).rev() {
+            self.push_free(c, self.chunk_id(c, page, idx));
+        }
+        true
+    }
+
+    /// Take a page from the pool for class `c` (class lock held): its page
+    /// table entry names `c` and every chunk's state is FREE.
+    pub(super) fn take_pool_page(&self, c: usize) -> Option<u32> {
+        let h = self.header();
+        if h.pool_pages.load(Relaxed) == 0 {
+            return None;
+        }
+        let _p = self.lock_pool();
+        if h.pool_pages.load(Relaxed) == 0 || self.pages_in_use() >= self.page_limit() {
+            return None;
+        }
+        let page = (0..self.pages_used()).find(|&p| self.page_class(p).load(Relaxed) == POOL)?;
+        let class = self.class(c);
+        for idx in 0..class.per_page.load(Relaxed) {
+            let it = self.item(self.chunk_id(c, page, idx));
+            it.word.store(FREE, Relaxed);
+            it.lru_prev.store(0, Relaxed);
+            it.lru_next.store(0, Relaxed);
+        }
+        self.page_class(page).store(c as u8 + 1, Relaxed);
+        h.pool_pages.fetch_sub(1, Relaxed);
+        class.pages.fetch_add(1, Relaxed);
+        Some(page)
+    }
+
+    fn push_free(&self, c: usize, id: u32) {
+        let class = self.class(c);
+        self.item(id)
+            .next
+            .store(class.free_head.load(Relaxed), Relaxed);
+        class.free_head.store(id, Relaxed);
+    }
+
+    /// The pool lock; a holder that died leaves a count the page table
+    /// corrects.
+    fn lock_pool(&self) -> LockGuard<'_> {
+        match self.header().pool_lock.lock() {
+            Acquired::Clean(g) => g,
+            Acquired::OwnerDied(g) => {
+                self.recount_pool();
+                g.mark_consistent();
+                g
+            }
+        }
+    }
+
+    pub(super) fn recount_pool(&self) {
+        let n = (0..self.pages_used())
+            .filter(|&p| self.page_class(p).load(Relaxed) == POOL)
+            .count() as u32;
+        self.header().pool_pages.store(n, Relaxed);
+    }
+
+    fn pages_used(&self) -> u32 {
+        self.header()
+            .pages_used
+            .load(Relaxed)
+            .min(self.layout.page_count)
+    }
+
+    /// Hand an emptied page's memory back to the system (the segment is
+    /// shared memory or a file: MADV_REMOVE punches the hole; where it cannot,
+    /// the page just stays resident).
+    fn release_page(&self, page: u32) {
+        let size = self.layout.page_size as usize;
+        // SAFETY: the page lies inside the arena (page < pages_used <=
+        // page_count), is page-aligned (the arena is, and page_size is a
+        // multiple of 4 KiB), and nobody reads or writes it: it is out of
+        // every list and chain, not yet in the pool, and we hold its class's
+        // lock. Its chunks read back as zeros, which is FREE.
+        unsafe {
+            let at = self.arena.add(page as usize * size);
+            libc::madvise(at.cast(), size, libc::MADV_REMOVE);
+        }
+    }
+
+    /// Once a second: memcached's automover (level 1: move a page from the
+    /// class whose LRU tail is oldest to the youngest class that evicts; give
+    /// pages of long-idle free chunks to the pool; level 2: a page to every
+    /// class that evicts), and pages back to the pool while the classes hold
+    /// more than `cache_memlimit` allows.
+    fn automove_run(&self, am: &mut Automover) {
+        let n = self.classes.len();
+        let now = unix_now();
+        let mut after = Vec::with_capacity(n);
+        let mut ages = Vec::with_capacity(n);
+        let mut free_chunks = Vec::with_capacity(n);
+        for c in 0..n {
+            let snap = self.class_snapshot(c, now);
+            after.push(Seen {
+                evicted: self.class_total(c, ClassCounter::evicted),
+                outofmemory: self.class_total(c, ClassCounter::outofmemory),
+                pages: snap.pages,
+            });
+            ages.push(u64::from(snap.age));
+            let total = u64::from(snap.pages) * u64::from(snap.per_page);
+            free_chunks.push((
+                total.saturating_sub(snap.used_chunks),
+                u64::from(snap.per_page),
+            ));
+        }
+        if am.before.len() != n {
+            am.samples = vec![Sample::default(); n * am.window];
+            am.before = after;
+            return;
+        }
+        let level = self.automove();
+        let before = std::mem::replace(&mut am.before, after);
+        let after = &am.before;
+        if level == 0 || self.reassign_running() {
+            return;
+        }
+        // Over cache_memlimit: the oldest class gives a page back.
+        if self.pages_in_use() > self.page_limit() {
+            let oldest = (0..n)
+                .filter(|&c| after[c].pages > 0)
+                .max_by_key(|&c| (after[c].pages >= MIN_PAGES_TO_GIVE, ages[c]));
+            if let Some(c) = oldest {
+                self.header()
+                    .move_request
+                    .store(encode_move(c + 1, 0), Relaxed);
+            }
+            return;
+        }
+        let evicted = |c: usize| after[c].evicted.saturating_sub(before[c].evicted);
+        if level == 2 {
+            if let Some(c) = (0..n).find(|&c| evicted(c) > 0) {
+                self.request_reassign(-1, c as i64 + 1);
+            }
+            return;
+        }
+        let evicted_total: u64 = (0..n).map(evicted).sum();
+        am.runs += 1;
+        let w = am.window;
+        let at = (am.runs % w as u64) as usize;
+        let ratio = self.automove_ratio();
+        let (mut oldest, mut oldest_age) = (None, 0u64);
+        let (mut youngest, mut youngest_age, mut youngest_evicting) = (None, u64::MAX, false);
+        for c in 0..n {
+            let e = evicted(c);
+            let s = Sample {
+                age: ages[c],
+                dirty: e > 0
+                    || after[c].outofmemory > before[c].outofmemory
+                    || after[c].pages > before[c].pages,
+                evicted_ratio: if e > 0 {
+                    e as f64 / evicted_total as f64
+                } else {
+                    0.0
+                },
+                evicted_seen: e > 0,
+            };
+            let window = &mut am.samples[c * w..(c + 1) * w];
+            window[at] = s;
+            let age = window.iter().map(|s| s.age).sum::<u64>() / w as u64;
+            let dirty = window.iter().any(|s| s.dirty);
+            let seen = window.iter().filter(|s| s.evicted_seen).count();
+            let ratio_sum: f64 = window.iter().map(|s| s.evicted_ratio).sum();
+            let (free, per_page) = free_chunks[c];
+            if free as f64 > per_page as f64 * MIN_PAGES_FOR_RECLAIM && !dirty {
+                self.request_reassign(c as i64 + 1, 0);
+                return;
+            }
+            if age > oldest_age && after[c].pages > MIN_PAGES_FOR_SOURCE {
+                (oldest, oldest_age) = (Some(c), age);
+            }
+            if age < youngest_age && (seen > w / 2 || ratio_sum / w as f64 > 0.25) {
+                (youngest, youngest_age, youngest_evicting) = (Some(c), age, s.evicted_seen);
+            }
+        }
+        if let (Some(young), Some(old)) = (youngest, oldest)
+            && am.runs > w as u64
+            && young != old
+            && (youngest_age as f64) < oldest_age as f64 * ratio
+            && youngest_evicting
+        {
+            self.request_reassign(old as i64 + 1, young as i64 + 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::segment::LayoutParams;
+    use super::super::{StoreParams, StoreResult};
+    use super::*;
+    use crate::protocol::StoreMode;
+
+    fn store(memory_mb: u64) -> Store {
+        let mut s = Store::create(StoreParams {
+            layout: LayoutParams {
+                memory_limit: memory_mb << 20,
+                item_size_max: 1 << 20,
+                workers: 2,
+                ..LayoutParams::default()
+            },
+            evictions: true,
+            cas_enabled: true,
+        })
+        .unwrap();
+        s.act_as_slot(0);
+        s
+    }
+
+    fn value(i: usize, len: usize) -> Vec<u8> {
+        format!("{i:0len$}").into_bytes()
+    }
+
+    /// Set `n` keys `<prefix><i>` with values of `len` bytes; the class id
+    /// (1-based) they went to.
+    fn fill(s: &Store, prefix: &str, n: usize, len: usize) -> usize {
+        for i in 0..n {
+            let key = format!("{prefix}{i:06}");
+            let r = s.store(
+                StoreMode::Set,
+                key.as_bytes(),
+                i as u32,
+                0,
+                &value(i, len),
+                0,
+            );
+            assert_eq!(r, StoreResult::Stored);
+        }
+        s.class_for(super::super::item::item_size(prefix.len() + 6, len))
+            .unwrap()
+            + 1
+    }
+
+    /// Every key of the fill that is still there has its own value.
+    fn held(s: &Store, prefix: &str, n: usize, len: usize) -> usize {
+        (0..n)
+            .filter(|&i| {
+                let mut ok = None;
+                s.get(format!("{prefix}{i:06}").as_bytes(), None, |h| {
+                    ok = Some(h.data == value(i, len).as_slice() && h.flags == i as u32);
+                });
+                assert_ne!(ok, Some(false), "{prefix}{i:06} has another value");
+                ok.is_some()
+            })
+            .count()
+    }
+
+    fn pages(s: &Store, class: usize) -> u32 {
+        s.class(class - 1).pages.load(Relaxed)
+    }
+
+    /// The rebuild from chunk states agrees with the lists the move left.
+    fn consistent(s: &Store) {
+        let before: Vec<_> = (0..s.class_count())
+            .map(|c| s.class_snapshot(c, unix_now()))
+            .collect();
+        for c in 0..s.class_count() {
+            s.rebuild_class(c);
+        }
+        let after: Vec<_> = (0..s.class_count())
+            .map(|c| s.class_snapshot(c, unix_now()))
+            .collect();
+        for (c, (b, a)) in before.iter().zip(&after).enumerate() {
+            assert_eq!(
+                (b.pages, b.used_chunks, b.bytes),
+                (a.pages, a.used_chunks, a.bytes),
+                "class {c}"
+            );
+        }
+        for c in 0..s.class_count() {
+            let mut id = s.class(c).free_head.load(Relaxed);
+            while id != 0 {
+                assert_eq!(s.item(id).state(), FREE);
+                id = s.item(id).next.load(Relaxed);
+            }
+        }
+    }
+
+    #[test]
+    fn a_page_moves_and_its_items_are_rescued_into_free_chunks() {
+        let s = store(8);
+        let n = 20_000;
+        let small = fill(&s, "a", n, 100);
+        let before = pages(&s, small);
+        assert!(before >= 3, "{before} pages");
+        // Free every other item: the class has room for the page's items.
+        for i in (0..n).step_by(2) {
+            assert!(s.delete(format!("a{i:06}").as_bytes()));
+        }
+        let big = fill(&s, "b", 10, 4000);
+        let big_before = pages(&s, big);
+        assert_eq!(s.request_reassign(small as i64, big as i64), Reassign::Ok);
+        assert_eq!(s.request_reassign(small as i64, big as i64), Reassign::Busy);
+        assert!(s.reassign_running());
+        s.mover_tick(&mut Automover::new(30));
+        assert!(!s.reassign_running());
+        assert_eq!(pages(&s, small), before - 1);
+        assert_eq!(pages(&s, big), big_before + 1);
+        assert_eq!(s.total(Counter::slabs_moved), 1);
+        assert!(s.total(Counter::slab_reassign_rescues) > 0);
+        assert_eq!(s.total(Counter::slab_reassign_evictions_nomem), 0);
+        assert_eq!(held(&s, "a", n, 100), n / 2);
+        assert_eq!(held(&s, "b", 10, 4000), 10);
+        consistent(&s);
+        s.check_and_rebuild().unwrap();
+    }
+
+    #[test]
+    fn a_full_class_loses_the_page_items_and_the_rest_stay_whole() {
+        let s = store(8);
+        let n = 20_000;
+        let small = fill(&s, "a", n, 100);
+        let before = pages(&s, small);
+        let items = s.items_and_bytes().0;
+        assert_eq!(s.request_reassign(small as i64, 0), Reassign::Ok);
+        s.mover_tick(&mut Automover::new(30));
+        assert_eq!(pages(&s, small), before - 1);
+        assert_eq!(s.pool_pages(), 1);
+        let lost = s.total(Counter::slab_reassign_evictions_nomem);
+        let per_page = s.class(small - 1).per_page.load(Relaxed) as u64;
+        assert!(lost > 0 && lost <= per_page, "{lost}");
+        assert_eq!(s.items_and_bytes().0, items - lost);
+        assert_eq!(held(&s, "a", n, 100) as u64, items - lost);
+        consistent(&s);
+        // The pool's page goes to the next class that needs one.
+        let big = fill(&s, "b", 10, 4000);
+        assert_eq!(s.pool_pages(), 0);
+        assert_eq!(pages(&s, big), 1);
+        assert_eq!(held(&s, "b", 10, 4000), 10);
+        s.check_and_rebuild().unwrap();
+    }
+
+    #[test]
+    fn reassign_answers_as_memcached() {
+        let s = store(8);
+        let small = fill(&s, "a", 100, 100);
+        let last = s.class_count() as i64;
+        assert_eq!(s.request_reassign(3, 3), Reassign::Same);
+        assert_eq!(s.request_reassign(last + 1, 1), Reassign::BadClass);
+        assert_eq!(s.request_reassign(1, last + 1), Reassign::BadClass);
+        assert_eq!(s.request_reassign(-2, 1), Reassign::BadClass);
+        // One page only: nothing to spare; no class has two: -1 finds none.
+        assert_eq!(s.request_reassign(small as i64, 0), Reassign::NoSpare);
+        assert_eq!(s.request_reassign(0, small as i64), Reassign::NoSpare);
+        assert_eq!(s.request_reassign(-1, 0), Reassign::BadClass);
+        assert!(!s.reassign_running());
+    }
+
+    #[test]
+    fn a_busy_page_waits_and_then_moves() {
+        let s = store(8);
+        let n = 20_000;
+        let small = fill(&s, "a", n, 100);
+        // Hold the stripe of an item in the first page.
+        let class = s.class(small - 1);
+        let first = s.chunk_id(small - 1, 0, 0);
+        assert_eq!(s.item(first).state(), LINKED);
+        assert_ne!(class.cur_page.load(Relaxed), 0);
+        let held_stripe = s.stripe_for(s.item(first).hash.load(Relaxed)).lock();
+        assert_eq!(s.request_reassign(small as i64, 0), Reassign::Ok);
+        let mut am = Automover::new(30);
+        s.mover_tick(&mut am);
+        assert!(s.reassign_running());
+        assert!(s.total(Counter::slab_reassign_busy_items) > 0);
+        assert_eq!(s.total(Counter::slabs_moved), 0);
+        consistent(&s);
+        drop(held_stripe);
+        s.mover_tick(&mut am);
+        assert!(!s.reassign_running());
+        assert_eq!(s.total(Counter::slabs_moved), 1);
+        assert_eq!(
+            held(&s, "a", n, 100) as u64,
+            s.items_and_bytes().0,
+            "every item counted is readable"
+        );
+        s.check_and_rebuild().unwrap();
+    }
+
+    #[test]
+    fn a_lower_memory_limit_gives_pages_back_to_the_pool() {
+        let s = store(8);
+        let n = 40_000;
+        let small = fill(&s, "a", n, 100);
+        let in_use = s.pages_in_use();
+        assert!(in_use >= 6, "{in_use}");
+        s.set_automove(1);
+        assert!(s.set_memory_limit(3 << 20));
+        let mut am = Automover::new(30);
+        for _ in 0..200 {
+            s.mover_tick(&mut am);
+        }
+        assert_eq!(s.pages_in_use(), 3);
+        assert_eq!(pages(&s, small), 3);
+        assert_eq!(s.pool_pages(), in_use - 3);
+        assert_eq!(held(&s, "a", n, 100) as u64, s.items_and_bytes().0);
+        // More sets evict within the three pages.
+        fill(&s, "c", 1000, 100);
+        assert_eq!(s.pages_in_use(), 3);
+        // Raised again, the pool's pages come back into use.
+        assert!(s.set_memory_limit(8 << 20));
+        fill(&s, "d", 30_000, 100);
+        assert!(s.pages_in_use() > 3);
+        consistent(&s);
+        s.check_and_rebuild().unwrap();
+    }
+
+    #[test]
+    fn the_automover_moves_pages_from_the_oldest_class_to_one_that_evicts() {
+        let s = store(8);
+        s.set_automove_ratio(0.8);
+        let n = 40_000;
+        let small = fill(&s, "a", n, 100);
+        // Class `small` was last used long ago.
+        let long_ago = unix_now() - 1000;
+        for page in 0..s.pages_used() {
+            if s.page_class(page).load(Relaxed) as usize == small {
+                for idx in 0..s.class(small - 1).per_page.load(Relaxed) {
+                    s.item(s.chunk_id(small - 1, page, idx))
+                        .time
+                        .store(long_ago, Relaxed);
+                }
+            }
+        }
+        let small_pages = pages(&s, small);
+        let mut am = Automover::new(3);
+        // Level 0: nothing moves however much the big class evicts.
+        s.set_automove(0);
+        let mut round = 0;
+        let mut evicting_rounds = |s: &Store, am: &mut Automover, rounds: usize| {
+            for _ in 0..rounds {
+                round += 1;
+                fill(s, &format!("b{round:03}"), 300, 4000);
+                for _ in 0..TICKS_PER_RUN {
+                    s.mover_tick(am);
+                }
+            }
+        };
+        evicting_rounds(&s, &mut am, 8);
+        assert_eq!(s.total(Counter::slabs_moved), 0);
+        assert_eq!(pages(&s, small), small_pages);
+        s.set_automove(1);
+        evicting_rounds(&s, &mut am, 8);
+        let moved = s.total(Counter::slabs_moved);
+        assert!(moved >= 2, "{moved} moves");
+        assert_eq!(pages(&s, small), small_pages - moved as u32);
+        assert_eq!(held(&s, "a", n, 100) as u64, {
+            let big = s
+                .class_for(super::super::item::item_size(10, 4000))
+                .unwrap();
+            s.items_and_bytes().0 - s.class(big).curr_items.load(Relaxed)
+        });
+        consistent(&s);
+        s.check_and_rebuild().unwrap();
     }
 }

@@ -14,6 +14,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::item::{FREE, INFLIGHT, ITEM_HEADER, LINKED};
+use super::mover::POOL;
 use super::{NONE, Store, hash_key};
 
 /// memcached's KEY_MAX_LENGTH.
@@ -41,7 +42,8 @@ impl Store {
         }
         for page in 0..l.page_count {
             let class = self.page_class(page).load(Relaxed) as usize;
-            if class > self.classes.len() || (page >= pages_used && class != 0) {
+            let pooled = class == POOL as usize && page < pages_used;
+            if (class > self.classes.len() && !pooled) || (page >= pages_used && class != 0) {
                 return Err(format!("page {page} has the bad class byte {class}"));
             }
         }
@@ -104,9 +106,10 @@ impl Store {
         }
         // Chunks no chain reaches are free: allocated and never published, or
         // unlinked by a worker that died before freeing them.
+        self.recount_pool();
         for page in 0..pages_used {
             let c = match self.page_class(page).load(Relaxed) {
-                0 => continue,
+                0 | POOL => continue,
                 n => n as usize - 1,
             };
             let class = self.class(c);
@@ -150,7 +153,7 @@ impl Store {
         let off = (id as u64 - 1) * 8;
         let page = (off / self.layout.page_size) as u32;
         let c = match self.page_class(page).load(Relaxed) {
-            0 => return Err(format!("lies in page {page}, which no class owns")),
+            0 | POOL => return Err(format!("lies in page {page}, which no class owns")),
             n => n as usize - 1,
         };
         let class = self.class(c);

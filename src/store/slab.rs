@@ -186,18 +186,30 @@ impl Store {
         let class = self.class(c);
         let per_page = class.per_page.load(Relaxed);
         if class.cur_page.load(Relaxed) == NONE || class.cur_next.load(Relaxed) >= per_page {
-            let h = self.header();
-            let pages = self.page_limit();
-            let page = h
-                .pages_used
-                .fetch_update(Relaxed, Relaxed, |p| (p < pages).then_some(p + 1))
-                .ok()?;
-            // The page table first: a crash after it leaves a page the rebuild
-            // finds (all chunks zero = FREE).
-            self.page_class(page).store(c as u8 + 1, Relaxed);
+            // A page from the pool first (memcached's global page pool), a
+            // page never used next.
+            let page = match self.take_pool_page(c) {
+                Some(page) => page,
+                None => {
+                    let h = self.header();
+                    let limit = self.page_limit();
+                    let count = self.layout.page_count;
+                    let pool = h.pool_pages.load(Relaxed);
+                    let page = h
+                        .pages_used
+                        .fetch_update(Relaxed, Relaxed, |p| {
+                            (p < count && p.saturating_sub(pool) < limit).then_some(p + 1)
+                        })
+                        .ok()?;
+                    // The page table first: a crash after it leaves a page
+                    // the rebuild finds (all chunks zero = FREE).
+                    self.page_class(page).store(c as u8 + 1, Relaxed);
+                    class.pages.fetch_add(1, Relaxed);
+                    page
+                }
+            };
             class.cur_next.store(0, Relaxed);
             class.cur_page.store(page, Relaxed);
-            class.pages.fetch_add(1, Relaxed);
         }
         let page = class.cur_page.load(Relaxed);
         let idx = class.cur_next.fetch_add(1, Relaxed);
@@ -280,7 +292,7 @@ impl Store {
         Err(AllocError::OutOfMemory)
     }
 
-    fn lru_push_head(&self, c: usize, id: u32) {
+    pub(super) fn lru_push_head(&self, c: usize, id: u32) {
         let class = self.class(c);
         let it = self.item(id);
         let head = class.lru_head.load(Relaxed);
@@ -295,7 +307,7 @@ impl Store {
     }
 
     /// Take `id` out of its LRU; a no-op for a chunk that is not in it.
-    fn lru_unlink(&self, c: usize, id: u32) {
+    pub(super) fn lru_unlink(&self, c: usize, id: u32) {
         let class = self.class(c);
         let it = self.item(id);
         let prev = it.lru_prev.load(Relaxed);
@@ -332,6 +344,7 @@ impl Store {
         class.lru_tail.store(0, Relaxed);
         let mut live: Vec<(u32, u32)> = Vec::new();
         let mut bytes = 0u64;
+        let mut pages = 0;
         let pages_used = self
             .header()
             .pages_used
@@ -341,6 +354,7 @@ impl Store {
             if self.page_class(page).load(Relaxed) != c as u8 + 1 {
                 continue;
             }
+            pages += 1;
             let end = if page == cur_page { cur_next } else { per_page };
             for idx in 0..end {
                 let id = self.chunk_id(c, page, idx);
@@ -362,6 +376,7 @@ impl Store {
         }
         class.curr_items.store(live.len() as u64, Relaxed);
         class.bytes.store(bytes, Relaxed);
+        class.pages.store(pages, Relaxed);
     }
 
     /// After the worker of `slot` died: forget its connections, and settle the chunk it had allocated but
