@@ -447,6 +447,7 @@ impl Store {
         let now = unix_now();
         if let Some(class) = self.class_for(item_size(key.len(), data.len())) {
             self.count_class(class, ClassCounter::cmd_set);
+            self.page_for_empty_class(class);
         }
         let hash = hash_key(key);
         let _s = self.stripe_for(hash).lock().repaired_trivially();
@@ -1225,6 +1226,7 @@ impl Store {
         let cas = if self.cas_enabled { cas } else { 0 };
         if let Some(class) = self.class_for(item_size(key.len(), data.len())) {
             self.count_class(class, ClassCounter::cmd_set);
+            self.page_for_empty_class(class);
         }
         let hash = hash_key(key);
         let _s = self.stripe_for(hash).lock().repaired_trivially();

@@ -357,6 +357,42 @@ impl Store {
         Ok(page)
     }
 
+    /// memcached gives a class with no page one even when memory is full;
+    /// our segment cannot grow, so before a store into class `c` that has no
+    /// page and could not get one, a page of the class whose LRU tail is
+    /// oldest (of those with two pages or more) goes to the pool, for `c` to
+    /// take. The caller holds no lock (a stripe held would make its items
+    /// busy, and a store would fail where memcached's succeeds).
+    pub(super) fn page_for_empty_class(&self, c: usize) {
+        let class = self.class(c);
+        if !self.evictions
+            || class.pages.load(Relaxed) != 0
+            || self.pool_pages() != 0
+            || (self.pages_used() < self.layout.page_count
+                && self.pages_in_use() < self.page_limit())
+        {
+            return;
+        }
+        let tail_time = |d: usize| {
+            let tail = self.class(d).lru_tail.load(Relaxed);
+            if tail != 0 && self.valid_id(tail) {
+                self.item(tail).time.load(Relaxed)
+            } else {
+                u32::MAX
+            }
+        };
+        let Some(d) = (0..self.classes.len())
+            .filter(|&d| d != c && self.class(d).pages.load(Relaxed) >= MIN_PAGES_TO_GIVE)
+            .min_by_key(|&d| tail_time(d))
+        else {
+            return;
+        };
+        let _g = self.lock_class(d);
+        if self.empty_page(d, false, unix_now()).is_ok() {
+            self.counters().incr(Counter::slabs_moved);
+        }
+    }
+
     /// Copy live item `from` into free chunk `to` of the same class, in its
     /// place in the hash chain and the LRU (stripe and class locks held).
     fn rescue(&self, c: usize, from: u32, to: u32, hash: u32) {
@@ -879,6 +915,26 @@ mod tests {
                 .unwrap();
             s.items_and_bytes().0 - s.class(big).curr_items.load(Relaxed)
         });
+        consistent(&s);
+        s.check_and_rebuild().unwrap();
+    }
+
+    #[test]
+    fn a_class_with_no_page_takes_one_when_memory_is_full() {
+        let s = store(8);
+        let n = 80_000;
+        let small = fill(&s, "a", n, 100);
+        assert_eq!(s.pages_in_use(), s.layout.page_count);
+        assert!(s.total(Counter::evictions) > 0);
+        let before = pages(&s, small);
+        // memcached stores it (a class with no page gets one past the
+        // limit); so do we, with a page of the class whose tail is oldest.
+        let big = fill(&s, "b", 1, 4000);
+        assert_eq!(pages(&s, big), 1);
+        assert_eq!(pages(&s, small), before - 1);
+        assert_eq!(s.pages_in_use(), s.layout.page_count);
+        assert_eq!(held(&s, "b", 1, 4000), 1);
+        assert_eq!(held(&s, "a", n, 100) as u64, s.items_and_bytes().0 - 1);
         consistent(&s);
         s.check_and_rebuild().unwrap();
     }
