@@ -432,6 +432,32 @@ fn cases() -> Vec<Case> {
         case("cache_memlimit lowered and restored", &[b"cache_memlimit 16\r\n", b"cache_memlimit 9 noreply\r\n", b"cache_memlimit 64 noreply\r\n", b"cache_memlimit 64\r\n"]),
         case("cache_memlimit non-numeric", &[b"cache_memlimit abc\r\n"]),
         case("cache_memlimit without argument", &[b"cache_memlimit\r\n"]),
+        // --- slabs (only what does not depend on pages; 250 is past the last
+        // class of either server) ---------------------------------------------
+        case("slabs reassign to the same class", &[b"slabs reassign 1 1\r\n", b"slabs reassign 250 250\r\n"]),
+        // Checked before the classes: SAME, for 4294967297 is 1 to safe_strtol's int32_t.
+        case("slabs reassign 32-bit", &[b"slabs reassign 4294967297 1\r\n"]),
+        case("slabs reassign a class out of range", &[b"slabs reassign 250 2\r\n", b"slabs reassign 2 250\r\n", b"slabs reassign -2 1\r\n", b"slabs reassign 1 -5\r\n", b"slabs reassign 1\tx 1000\r\n"]),
+        case("slabs reassign non-numeric", &[b"slabs reassign a b\r\n", b"slabs reassign 1 b\r\n"]),
+        // reassign takes no noreply: with one number it is a bad number, with two a token too many.
+        case("slabs reassign noreply", &[b"slabs reassign 1 noreply\r\n", b"slabs reassign 1 1 noreply\r\n"]),
+        case("slabs reassign token count", &[b"slabs reassign\r\n", b"slabs reassign 1\r\n", b"slabs reassign 1 2 3\r\n"]),
+        case(
+            "slabs automove levels",
+            &[b"slabs automove 2\r\n", b"slabs automove 0\r\n", b"slabs automove 1 2\r\n", b"slabs automove 4294967297\r\n", b"slabs automove 1\t\r\n", b"slabs automove 2 noreply\r\n", b"slabs automove 1\r\n"],
+        ),
+        case("slabs automove out of range", &[b"slabs automove 3\r\n", b"slabs automove 3 noreply\r\n"]),
+        case("slabs automove non-numeric", &[b"slabs automove x\r\n", b"slabs automove -1\r\n", b"slabs automove RATIO 1\r\n", b"slabs automove x noreply\r\n", b"slabs automove noreply\r\n"]),
+        case("slabs automove without a level", &[b"slabs automove\r\n", b"slabs automove\t1\r\n"]),
+        case(
+            "slabs automove ratio",
+            &[b"slabs automove ratio 0.5\r\n", b"slabs automove ratio 5 noreply\r\n", b"slabs automove ratio 0x10\r\n", b"slabs automove ratio 0.8\r\n"],
+        ),
+        case(
+            "slabs automove bad ratio",
+            &[b"slabs automove ratio\r\n", b"slabs automove ratio abc\r\n", b"slabs automove ratio 0.5x\r\n", b"slabs automove ratio 1e400\r\n", b"slabs automove ratio noreply\r\n"],
+        ),
+        case("slabs unknown subcommand", &[b"slabs\r\n", b"slabs foo\r\n", b"slabs foo noreply\r\n", b"slabs noreply\r\n"]),
         // --- framing ------------------------------------------------------------
         case("unknown command", &[b"bogus\r\n"]),
         case("unknown command with arguments", &[b"bogus a b c\r\n"]),
@@ -612,14 +638,6 @@ const STATS_NOT_KEPT: &[&str] = &[
     "reserved_fds",
     "listen_disabled_num",
     "time_in_listen_disabled_us",
-    "slab_reassign_rescues",
-    "slab_reassign_chunk_rescues",
-    "slab_reassign_evictions_nomem",
-    "slab_reassign_inline_reclaim",
-    "slab_reassign_busy_items",
-    "slab_reassign_busy_deletes",
-    "slab_reassign_running",
-    "slabs_moved",
     "lru_crawler_running",
     "lru_crawler_starts",
     "lru_maintainer_juggles",
@@ -631,7 +649,6 @@ const STATS_NOT_KEPT: &[&str] = &[
     "log_watchers",
     "unexpected_napi_ids",
     "round_robin_fallback",
-    "slab_global_page_pool",
     "crawler_reclaimed",
     "crawler_items_checked",
     "lrutail_reflocked",

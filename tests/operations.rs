@@ -685,6 +685,40 @@ fn sighup_resizes_and_replaces_workers_under_load_losing_nothing() {
     let _ = fs::remove_file(&config);
 }
 
+/// `slab_automove` and `slab_automove_ratio` are live: a reload sets them
+/// as a client's `slabs automove` does, without replacing a worker; a reload
+/// that does not change them leaves what a client set.
+#[test]
+fn sighup_sets_the_automove_settings_live() {
+    let _turn = one_at_a_time();
+    let config = temp_file("automove.toml");
+    let config_arg = config.to_string_lossy().into_owned();
+    let base = "memory_limit_mb = 16\nworkers = 2\n";
+    write_config(&config, base);
+    let mut systemd = Systemd::new("automove");
+    let daemon = start_notified(&systemd, &["--config", &config_arg], &[]);
+    ready(&mut systemd, &daemon);
+    let automove = |d: &Daemon| {
+        let s = d.stats("settings");
+        (s["slab_automove"].clone(), s["slab_automove_ratio"].clone())
+    };
+    assert_eq!(automove(&daemon), ("1".into(), "0.80".into()));
+    let mut c = Conn::connect(daemon.port);
+    assert_eq!(c.roundtrip(b"slabs automove 0\r\n"), b"OK\r\n");
+    reload(&mut systemd, &daemon);
+    assert_eq!(automove(&daemon), ("0".into(), "0.80".into()));
+
+    let before = daemon.worker_pids();
+    write_config(
+        &config,
+        &format!("{base}slab_automove = 2\nslab_automove_ratio = 0.5\n"),
+    );
+    reload(&mut systemd, &daemon);
+    assert_eq!(automove(&daemon), ("2".into(), "0.50".into()));
+    assert_eq!(daemon.worker_pids(), before, "no worker replaced");
+    let _ = fs::remove_file(&config);
+}
+
 /// Connections queued on the socket of a slot that goes dormant are served
 /// by a slot in service: taken by the retiring worker itself (here held
 /// stopped until after the reload), or, when that worker died without

@@ -13,7 +13,9 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use shmcached::protocol::render::{render, to_bytes};
-use shmcached::protocol::{Command, KEY_MAX_LENGTH, LINE_MAX, Limits, Parsed, StoreMode, parse};
+use shmcached::protocol::{
+    Command, KEY_MAX_LENGTH, LINE_MAX, Limits, Parsed, Ratio, StoreMode, parse,
+};
 
 /// memcached's defaults, with `-A` so that `shutdown` parses too.
 const LIMITS: Limits = Limits {
@@ -165,6 +167,16 @@ fn text_command() -> impl Strategy<Value = Command<'static>> {
         Just(Command::Version),
         (any::<u32>(), any::<bool>())
             .prop_map(|(level, noreply)| Command::Verbosity { level, noreply }),
+        (any::<i32>(), any::<i32>()).prop_map(|(src, dst)| Command::SlabsReassign { src, dst }),
+        (0..=2u32, any::<bool>())
+            .prop_map(|(level, noreply)| Command::SlabsAutomove { level, noreply }),
+        // Finite and normal: what reads back as itself (no ERANGE).
+        (any::<f64>(), any::<bool>())
+            .prop_filter("normal", |(r, _)| r.is_normal() || *r == 0.0)
+            .prop_map(|(r, noreply)| Command::SlabsAutomoveRatio {
+                ratio: Ratio(r),
+                noreply,
+            }),
         word_list(0..=4).prop_map(|args| Command::Stats { args }),
         any::<bool>().prop_map(|graceful| Command::Shutdown { graceful }),
         Just(Command::Quit),

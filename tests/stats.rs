@@ -425,6 +425,8 @@ const FLAGS: &[&str] = &[
     "#",
     "-o",
     "idle_timeout=9",
+    "-o",
+    "slab_automove=0,slab_automove_ratio=0.5,slab_automove_window=7",
 ];
 const SETTINGS: &[(&str, &str)] = &[
     ("maxbytes", "33554432"),
@@ -447,6 +449,10 @@ const SETTINGS: &[(&str, &str)] = &[
     ("auth_enabled_ascii", "no"),
     ("item_size_max", "2097152"),
     ("maxconns_fast", "yes"),
+    ("slab_reassign", "yes"),
+    ("slab_automove", "0"),
+    ("slab_automove_ratio", "0.50"),
+    ("slab_automove_window", "7"),
     ("flush_enabled", "no"),
     ("idle_timeout", "9"),
     ("ssl_enabled", "no"),
@@ -498,6 +504,19 @@ fn settings_reflect_flags_as_memcached_does() {
             assert_eq!(s["verbosity"], "2", "{}", server.kind().name());
         }
         assert_eq!(c.roundtrip(b"verbosity 0\r\n"), b"OK\r\n");
+    }
+    // So do `slabs automove <level>` and `slabs automove ratio <r>`.
+    for server in [&ours, &theirs] {
+        let mut c = server.connect();
+        assert_eq!(c.roundtrip(b"slabs automove 2\r\n"), b"OK\r\n");
+        assert_eq!(c.roundtrip(b"slabs automove ratio 0.25\r\n"), b"OK\r\n");
+        for _ in 0..8 {
+            let s = parse_stats(&server.connect().roundtrip(b"stats settings\r\n"));
+            let name = server.kind().name();
+            assert_eq!(s["slab_automove"], "2", "{name}");
+            assert_eq!(s["slab_automove_ratio"], "0.25", "{name}");
+        }
+        assert_eq!(c.roundtrip(b"slabs automove 0\r\n"), b"OK\r\n");
     }
 }
 

@@ -166,6 +166,10 @@ impl Session<'_> {
             // Meta commands run through the store's meta_* methods, which
             // tests/meta.rs compares with memcached; not mirrored here.
             Command::Meta(_) => {}
+            // The mover's business: a request or a setting, no item changes.
+            Command::SlabsReassign { .. }
+            | Command::SlabsAutomove { .. }
+            | Command::SlabsAutomoveRatio { .. } => {}
             Command::CacheMemlimit { megabytes, .. } => {
                 self.store.set_memory_limit(u64::from(megabytes) << 20);
             }

@@ -74,8 +74,6 @@ const IGNORED_SUBOPTIONS: &[(&str, SuboptionCheck)] = &[
     ("lru_crawler", any_value),
     ("no_lru_maintainer", any_value),
     ("lru_maintainer", any_value),
-    ("slab_reassign", any_value),
-    ("slab_automove", slab_automove),
     ("modern", any_value),
     ("no_modern", any_value),
     ("hash_algorithm", hash_algorithm),
@@ -83,13 +81,6 @@ const IGNORED_SUBOPTIONS: &[(&str, SuboptionCheck)] = &[
 
 fn any_value(_: Option<&str>) -> Result<(), &'static str> {
     Ok(())
-}
-
-fn slab_automove(value: Option<&str>) -> Result<(), &'static str> {
-    match value {
-        None | Some("0" | "1" | "2") => Ok(()),
-        Some(_) => Err("slab_automove must be between 0 and 2"),
-    }
 }
 
 fn hash_algorithm(value: Option<&str>) -> Result<(), &'static str> {
@@ -228,8 +219,9 @@ fn seed_arguments(values: &[OsString], flags: &mut RawSettings) -> Result<(), Co
     Ok(())
 }
 
-/// `-o k[=v],...`: ours (`idle_timeout`, `drain_timeout`, `max_workers`), or one memcached
-/// key that we ignore; anything else is memcached's `Illegal suboption`.
+/// `-o k[=v],...`: ours (`idle_timeout`, `drain_timeout`, `max_workers`), the slab mover's
+/// (as memcached), or one memcached key that we ignore; anything else is memcached's
+/// `Illegal suboption`.
 fn suboptions(list: &str, flags: &mut RawSettings) -> Result<(), ConfigError> {
     let tokens: Vec<&str> = list.split(',').collect();
     for (i, token) in tokens.iter().enumerate() {
@@ -242,6 +234,27 @@ fn suboptions(list: &str, flags: &mut RawSettings) -> Result<(), ConfigError> {
             None => (*token, None),
         };
         let number = match key {
+            // Page moves are always on, as memcached's default since 1.5.
+            "slab_reassign" => continue,
+            // memcached: no value is level 1.
+            "slab_automove" => {
+                let value = value.unwrap_or("1");
+                flags.slab_automove = Some(parse_integer(value, format!("-o {token}"))?);
+                continue;
+            }
+            "slab_automove_ratio" => {
+                let Some(value) = value else {
+                    return Err(ConfigError("Missing slab_automove_ratio argument".into()));
+                };
+                flags.slab_automove_ratio = Some(parse_float(value, format!("-o {token}"))?);
+                continue;
+            }
+            "slab_automove_window" => {
+                if value.is_none() {
+                    return Err(ConfigError("Missing slab_automove_window argument".into()));
+                }
+                &mut flags.slab_automove_window
+            }
             "idle_timeout" => &mut flags.idle_timeout_secs,
             "drain_timeout" => &mut flags.drain_timeout_secs,
             "max_workers" => &mut flags.max_workers,
@@ -284,11 +297,14 @@ fn parse_integer(text: &str, origin: String) -> Result<Given<i64>, ConfigError> 
     })
 }
 
-/// The next value, as UTF-8 text.
+/// The next value, as a finite float.
 fn float(parser: &mut Parser, name: &str) -> Result<Given<f64>, ConfigError> {
     let value = utf8(parser.value().map_err(lexopt_error)?, name)?;
-    let origin = format!("{name} {value}");
-    match value.parse::<f64>() {
+    parse_float(&value, format!("{name} {value}"))
+}
+
+fn parse_float(text: &str, origin: String) -> Result<Given<f64>, ConfigError> {
+    match text.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(Given {
             value: v,
             origin: Origin::Arg(origin),
@@ -297,6 +313,7 @@ fn float(parser: &mut Parser, name: &str) -> Result<Given<f64>, ConfigError> {
     }
 }
 
+/// The next value, as UTF-8 text.
 fn text(parser: &mut Parser, name: &str) -> Result<Given<String>, ConfigError> {
     let value = utf8(parser.value().map_err(lexopt_error)?, name)?;
     Ok(Given {
@@ -423,6 +440,14 @@ usage: shmcached [options] [num_elements [element_size]]
                           (default: 5)
    - max_workers:         worker slots made at start: the most workers a reload
                           (SIGHUP) can raise -t to (default: -t)
+   - slab_reassign:       accepted: pages always move between slab classes
+   - slab_automove:       0: pages move on \"slabs reassign\" only; 1: free pages
+                          go to a pool, then to the classes that need them;
+                          2: a page moves at every eviction (default: 1)
+   - slab_automove_ratio: pages go to a class whose oldest item is younger than
+                          this fraction of the others' (default: 0.8)
+   - slab_automove_window: seconds of history the automover judges by
+                          (default: 30)
    - accepted and ignored (memcached internals that shmcached does not have):
                           {ignored}
 --config=<file>           read settings from a TOML file; flags override it
@@ -711,9 +736,31 @@ mod tests {
                 ],
                 |_| {},
             ),
+            (&["-o", "slab_reassign,slab_reassign=x"], |_| {}),
+            (&["-o", "slab_automove=2"], |s| s.slab_automove = 2),
+            (&["-o", "slab_automove=0"], |s| s.slab_automove = 0),
+            // memcached: no value is 1.
+            (&["-o", "slab_automove=0,slab_automove"], |_| {}),
+            (&["-o", "slab_automove_ratio=0.5"], |s| {
+                s.slab_automove_ratio = 0.5
+            }),
+            // memcached's check lets 1 through, whatever its message says.
+            (&["-o", "slab_automove_ratio=1"], |s| {
+                s.slab_automove_ratio = 1.0
+            }),
+            (&["-o", "slab_automove_window=3"], |s| {
+                s.slab_automove_window = 3
+            }),
             (
-                &["-o", "slab_reassign,slab_automove,slab_automove=2"],
-                |_| {},
+                &[
+                    "-o",
+                    "slab_automove=2,slab_automove_ratio=.25,slab_automove_window=60",
+                ],
+                |s| {
+                    s.slab_automove = 2;
+                    s.slab_automove_ratio = 0.25;
+                    s.slab_automove_window = 60;
+                },
             ),
             (&["-o", "modern", "-o", "no_modern"], |_| {}),
             (
@@ -1010,7 +1057,59 @@ mod tests {
             ),
             (
                 &["-o", "slab_automove=9"],
-                "slab_automove must be between 0 and 2",
+                "-o slab_automove=9: slab_automove must be between 0 and 2",
+            ),
+            (
+                &["-o", "slab_automove=-1"],
+                "-o slab_automove=-1: slab_automove must be between 0 and 2",
+            ),
+            (
+                &["-o", "slab_automove=abc"],
+                "-o slab_automove=abc: not an integer",
+            ),
+            (
+                &["-o", "slab_automove_ratio"],
+                "Missing slab_automove_ratio argument",
+            ),
+            (
+                &["-o", "slab_automove_ratio=2"],
+                "-o slab_automove_ratio=2: slab_automove_ratio must be > 0 and < 1",
+            ),
+            (
+                &["-o", "slab_automove_ratio=0"],
+                "-o slab_automove_ratio=0: slab_automove_ratio must be > 0 and < 1",
+            ),
+            (
+                &["-o", "slab_automove_ratio=-0.5"],
+                "-o slab_automove_ratio=-0.5: slab_automove_ratio must be > 0 and < 1",
+            ),
+            (
+                &["-o", "slab_automove_ratio=abc"],
+                "-o slab_automove_ratio=abc: not a number",
+            ),
+            (
+                &["-o", "slab_automove_ratio=nan"],
+                "-o slab_automove_ratio=nan: not a number",
+            ),
+            (
+                &["-o", "slab_automove_window"],
+                "Missing slab_automove_window argument",
+            ),
+            (
+                &["-o", "slab_automove_window=2"],
+                "-o slab_automove_window=2: slab_automove_window must be > 2",
+            ),
+            (
+                &["-o", "slab_automove_window=-1"],
+                "-o slab_automove_window=-1: slab_automove_window must be > 2",
+            ),
+            (
+                &["-o", "slab_automove_window=86401"],
+                "-o slab_automove_window=86401: out of range (3..86400)",
+            ),
+            (
+                &["-o", "slab_automove_window=3x"],
+                "-o slab_automove_window=3x: not an integer",
             ),
             (&["-o", "hash_algorithm"], "Missing hash_algorithm argument"),
             (
@@ -1132,6 +1231,10 @@ mod tests {
                 "--config",
                 "relaxed_privileges",
                 "hash_algorithm",
+                "slab_reassign",
+                "slab_automove",
+                "slab_automove_ratio",
+                "slab_automove_window",
             ] {
                 assert!(text.contains(flag), "help lacks {flag}");
             }

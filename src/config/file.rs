@@ -35,6 +35,9 @@ const KEYS: &[(&str, &[&str])] = &[
     ("item_size_max", STRING_OR_INTEGER),
     ("growth_factor", FLOAT),
     ("chunk_size", INTEGER),
+    ("slab_automove", INTEGER),
+    ("slab_automove_ratio", FLOAT),
+    ("slab_automove_window", INTEGER),
     ("verbosity", INTEGER),
     ("cas_enabled", BOOLEAN),
     ("flush_enabled", BOOLEAN),
@@ -74,6 +77,9 @@ struct FileSettings {
     item_size_max: Option<Spanned<Size>>,
     growth_factor: Option<Spanned<f64>>,
     chunk_size: Option<Spanned<i64>>,
+    slab_automove: Option<Spanned<i64>>,
+    slab_automove_ratio: Option<Spanned<f64>>,
+    slab_automove_window: Option<Spanned<i64>>,
     verbosity: Option<Spanned<i64>>,
     cas_enabled: Option<Spanned<bool>>,
     flush_enabled: Option<Spanned<bool>>,
@@ -300,6 +306,9 @@ impl Document<'_> {
             item_size_max,
             growth_factor: self.given("growth_factor", f.growth_factor),
             chunk_size: self.given("chunk_size", f.chunk_size),
+            slab_automove: self.given("slab_automove", f.slab_automove),
+            slab_automove_ratio: self.given("slab_automove_ratio", f.slab_automove_ratio),
+            slab_automove_window: self.given("slab_automove_window", f.slab_automove_window),
             verbosity: self.given("verbosity", f.verbosity),
             cas_enabled: self.given("cas_enabled", f.cas_enabled),
             flush_enabled: self.given("flush_enabled", f.flush_enabled),
@@ -451,6 +460,11 @@ mod tests {
             ("backlog = 16", |s| s.backlog = 16),
             ("growth_factor = 1.25", |s| s.growth_factor = 1.25),
             ("chunk_size = 48", |s| s.chunk_size = 48),
+            ("slab_automove = 0", |s| s.slab_automove = 0),
+            ("slab_automove = 2", |s| s.slab_automove = 2),
+            ("slab_automove_ratio = 0.5", |s| s.slab_automove_ratio = 0.5),
+            ("slab_automove_ratio = 1.0", |s| s.slab_automove_ratio = 1.0),
+            ("slab_automove_window = 3", |s| s.slab_automove_window = 3),
             ("protocol = \"ascii\"", |s| s.protocol = Dialect::Ascii),
             ("protocol = \"binary\"", |s| s.protocol = Dialect::Binary),
             ("reqs_per_event = 5", |s| s.reqs_per_event = 5),
@@ -571,7 +585,8 @@ mod tests {
     #[test]
     fn errors() {
         let unknown = "(expected one of: port, unix_socket, unix_socket_mode, listen, memory_limit_mb, evictions, \
-                       max_connections, workers, max_workers, item_size_max, growth_factor, chunk_size, verbosity, \
+                       max_connections, workers, max_workers, item_size_max, growth_factor, chunk_size, \
+                       slab_automove, slab_automove_ratio, slab_automove_window, verbosity, \
                        cas_enabled, \
                        flush_enabled, shutdown_enabled, backlog, protocol, reqs_per_event, \
                        pid_file, user, auth_file, memory_file, drain_timeout_secs, \
@@ -712,6 +727,34 @@ mod tests {
                 "memory_limit_mb = 8192\nitem_size_max = \"2g\"",
                 "line 2: item_size_max = \"2g\": Cannot set item size limit higher than a \
                  gigabyte.",
+            ),
+            (
+                "slab_automove = 3",
+                "line 1: slab_automove = 3: slab_automove must be between 0 and 2",
+            ),
+            (
+                "slab_automove = \"1\"",
+                "line 1: slab_automove = \"1\": expected an integer, found a string",
+            ),
+            (
+                "# r\nslab_automove_ratio = 1.5",
+                "line 2: slab_automove_ratio = 1.5: slab_automove_ratio must be > 0 and < 1",
+            ),
+            (
+                "slab_automove_ratio = 0.0",
+                "line 1: slab_automove_ratio = 0.0: slab_automove_ratio must be > 0 and < 1",
+            ),
+            (
+                "slab_automove_ratio = nan",
+                "line 1: slab_automove_ratio = nan: slab_automove_ratio must be > 0 and < 1",
+            ),
+            (
+                "slab_automove_window = 2",
+                "line 1: slab_automove_window = 2: slab_automove_window must be > 2",
+            ),
+            (
+                "slab_automove_window = 100000",
+                "line 1: slab_automove_window = 100000: out of range (3..86400)",
             ),
             (
                 "verbosity = 4",

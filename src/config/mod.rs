@@ -53,6 +53,16 @@ pub struct Settings {
     pub growth_factor: f64,
     /// `-n`: room for key and value in the smallest chunk (16; memcached 48).
     pub chunk_size: u32,
+    /// `-o slab_automove`: 0 = pages move on `slabs reassign` only; 1 = free
+    /// pages go back to the pool and on to classes that need them; 2 = a page
+    /// moves at every eviction (1, as memcached). A client's `slabs automove`
+    /// changes it in the segment.
+    pub slab_automove: u32,
+    /// `-o slab_automove_ratio`: a class whose oldest item is younger than this
+    /// fraction of the others' is short of pages (0.8).
+    pub slab_automove_ratio: f64,
+    /// `-o slab_automove_window`: seconds of history the automover judges by (30).
+    pub slab_automove_window: u32,
     /// `-v` count (0..=3).
     pub verbosity: u8,
     /// `-C` clears it.
@@ -113,6 +123,9 @@ impl Default for Settings {
             item_size_max: 1 << 20,
             growth_factor: crate::store::segment::GROWTH_FACTOR,
             chunk_size: crate::store::segment::CHUNK_SIZE,
+            slab_automove: 1,
+            slab_automove_ratio: 0.8,
+            slab_automove_window: 30,
             verbosity: 0,
             cas_enabled: true,
             flush_enabled: true,

@@ -23,6 +23,9 @@ pub const ITEM_SIZE_MAX: u64 = 1 << 30;
 pub const WORKERS_MAX: i64 = 1024;
 /// `-m` ceiling (1 PiB): keeps `MB << 20` far from overflow.
 pub const MEMORY_MB_MAX: i64 = 1 << 30;
+/// `slab_automove_window` ceiling: a day of history is already more than the
+/// automover can use, and each second costs memory per class.
+pub const AUTOMOVE_WINDOW_MAX: i64 = 86400;
 /// Timeouts in seconds stay below this so that `Instant + timeout` cannot overflow.
 pub const TIMEOUT_SECS_MAX: i64 = u32::MAX as i64;
 
@@ -90,6 +93,9 @@ pub(crate) struct RawSettings {
     pub item_size_max: Option<Given<String>>,
     pub growth_factor: Option<Given<f64>>,
     pub chunk_size: Option<Given<i64>>,
+    pub slab_automove: Option<Given<i64>>,
+    pub slab_automove_ratio: Option<Given<f64>>,
+    pub slab_automove_window: Option<Given<i64>>,
     pub verbosity: Option<Given<i64>>,
     pub cas_enabled: Option<Given<bool>>,
     pub flush_enabled: Option<Given<bool>>,
@@ -128,6 +134,9 @@ impl RawSettings {
             item_size_max: top.item_size_max.or(self.item_size_max),
             growth_factor: top.growth_factor.or(self.growth_factor),
             chunk_size: top.chunk_size.or(self.chunk_size),
+            slab_automove: top.slab_automove.or(self.slab_automove),
+            slab_automove_ratio: top.slab_automove_ratio.or(self.slab_automove_ratio),
+            slab_automove_window: top.slab_automove_window.or(self.slab_automove_window),
             verbosity: top.verbosity.or(self.verbosity),
             cas_enabled: top.cas_enabled.or(self.cas_enabled),
             flush_enabled: top.flush_enabled.or(self.flush_enabled),
@@ -217,6 +226,25 @@ impl RawSettings {
         }
         if let Some(g) = &self.chunk_size {
             s.chunk_size = positive(g, 1 << 20, "Chunk size must be greater than 0")?;
+        }
+        if let Some(g) = &self.slab_automove {
+            if !(0..=2).contains(&g.value) {
+                return Err(g.origin.error("slab_automove must be between 0 and 2"));
+            }
+            s.slab_automove = g.value as u32;
+        }
+        if let Some(g) = &self.slab_automove_ratio {
+            // memcached's words; it takes 1 too (its check is `> 1`).
+            if !(g.value > 0.0 && g.value <= 1.0) {
+                return Err(g.origin.error("slab_automove_ratio must be > 0 and < 1"));
+            }
+            s.slab_automove_ratio = g.value;
+        }
+        if let Some(g) = &self.slab_automove_window {
+            if g.value <= 2 {
+                return Err(g.origin.error("slab_automove_window must be > 2"));
+            }
+            s.slab_automove_window = in_range(g, 3, AUTOMOVE_WINDOW_MAX)?;
         }
         if let Some(g) = &self.verbosity {
             s.verbosity = in_range(g, 0, 3)?;

@@ -96,6 +96,23 @@ pub enum Command<'a> {
         megabytes: u32,
         noreply: bool,
     },
+    /// `slabs reassign <src> <dst>`: move one page (class ids as `stats slabs`
+    /// numbers them; memcached's -1 and 0 are passed on as they are).
+    SlabsReassign {
+        src: i32,
+        dst: i32,
+    },
+    /// `slabs automove <0|1|2> [noreply]`.
+    SlabsAutomove {
+        level: u32,
+        noreply: bool,
+    },
+    /// `slabs automove ratio <ratio> [noreply]` (any number C's `strtod` reads,
+    /// unchecked, as memcached).
+    SlabsAutomoveRatio {
+        ratio: Ratio,
+        noreply: bool,
+    },
     /// `stats [group ...]`: `args` is the rest of the line after `stats` (may be empty).
     Stats {
         args: &'a [u8],
@@ -121,6 +138,19 @@ pub enum Command<'a> {
         name: &'a [u8],
     },
 }
+
+/// The number of `slabs automove ratio`, compared by its bits so that a
+/// [`Command`] stays `Eq` (a NaN equals itself).
+#[derive(Debug, Clone, Copy)]
+pub struct Ratio(pub f64);
+
+impl PartialEq for Ratio {
+    fn eq(&self, other: &Ratio) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for Ratio {}
 
 /// What the parser made of the front of the buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]

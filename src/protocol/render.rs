@@ -12,6 +12,7 @@
 //! delete <key>[ noreply]\r\n                 incr|decr <key> <delta>[ noreply]\r\n
 //! touch <key> <exptime>[ noreply]\r\n        flush_all[ <delay>][ noreply]\r\n
 //! version\r\n   verbosity <level>[ noreply]\r\n   stats[ <args>]\r\n
+//! slabs reassign <src> <dst>\r\n   slabs automove[ ratio] <n>[ noreply]\r\n
 //! shutdown[ graceful]\r\n   quit\r\n
 //! SET <name> <size>\r\n<data>\r\n   GET <name>\r\n   DELETE <name>\r\n
 //! ```
@@ -111,6 +112,23 @@ pub fn render(cmd: &Command<'_>, out: &mut Vec<u8>) {
         Command::CacheMemlimit { megabytes, noreply } => {
             out.extend_from_slice(b"cache_memlimit");
             number(out, megabytes);
+            end_line(out, noreply);
+        }
+        Command::SlabsReassign { src, dst } => {
+            out.extend_from_slice(b"slabs reassign");
+            number(out, src);
+            number(out, dst);
+            out.extend_from_slice(b"\r\n");
+        }
+        Command::SlabsAutomove { level, noreply } => {
+            out.extend_from_slice(b"slabs automove");
+            number(out, level);
+            end_line(out, noreply);
+        }
+        Command::SlabsAutomoveRatio { ratio, noreply } => {
+            // Display gives the shortest decimal that reads back the same.
+            out.extend_from_slice(b"slabs automove ratio");
+            number(out, ratio.0);
             end_line(out, noreply);
         }
         Command::Stats { args } => {
@@ -340,6 +358,31 @@ mod tests {
                     noreply: false,
                 },
                 b"cache_memlimit 64\r\n",
+            ),
+            (
+                Command::SlabsReassign { src: -1, dst: 12 },
+                b"slabs reassign -1 12\r\n",
+            ),
+            (
+                Command::SlabsAutomove {
+                    level: 2,
+                    noreply: true,
+                },
+                b"slabs automove 2 noreply\r\n",
+            ),
+            (
+                Command::SlabsAutomoveRatio {
+                    ratio: crate::protocol::Ratio(0.8),
+                    noreply: false,
+                },
+                b"slabs automove ratio 0.8\r\n",
+            ),
+            (
+                Command::SlabsAutomoveRatio {
+                    ratio: crate::protocol::Ratio(0.25),
+                    noreply: true,
+                },
+                b"slabs automove ratio 0.25 noreply\r\n",
             ),
             (Command::Stats { args: b"" }, b"stats\r\n"),
             (

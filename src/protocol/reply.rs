@@ -26,6 +26,12 @@ pub const MEMLIMIT_NOT_BYTES: &[u8] =
 pub const MEMLIMIT_ADJUST_FAILED: &[u8] =
     b"MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n";
 pub const RESET: &[u8] = b"RESET\r\n";
+// `slabs reassign` (OK aside).
+/// A page move is already waiting.
+pub const REASSIGN_BUSY: &[u8] = b"BUSY currently processing reassign request\r\n";
+pub const REASSIGN_BADCLASS: &[u8] = b"BADCLASS invalid src or dst class id\r\n";
+pub const REASSIGN_NOSPARE: &[u8] = b"NOSPARE source class has no spare pages\r\n";
+pub const REASSIGN_SAME: &[u8] = b"SAME src and dst class are identical\r\n";
 
 /// Unknown command, wrong token count, unknown `stats` group.
 pub const ERROR: &[u8] = b"ERROR\r\n";

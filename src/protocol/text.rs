@@ -17,7 +17,8 @@
 //! Nothing is allocated: every slice in a [`Command`] borrows from the buffer.
 
 use super::{
-    Command, KEY_MAX_LENGTH, LINE_MAX, Limits, Parsed, Refusal, Refused, StoreMode, keys, reply,
+    Command, KEY_MAX_LENGTH, LINE_MAX, Limits, Parsed, Ratio, Refusal, Refused, StoreMode, keys,
+    reply,
 };
 
 /// memcached reads into a 16 KiB buffer and judges a line whose `\n` is not within
@@ -170,6 +171,7 @@ impl<'a> Request<'a> {
             b"version" => self.done(Command::Version, self.consumed),
             b"verbosity" => self.verbosity(),
             b"cache_memlimit" => self.cache_memlimit(),
+            b"slabs" => self.slabs(),
             b"stats" => self.stats(),
             b"shutdown" => self.shutdown(limits),
             b"quit" => self.done(Command::Quit, self.consumed),
@@ -470,6 +472,57 @@ impl<'a> Request<'a> {
     }
 
     /// ```text
+    /// slabs reassign <src> <dst>\r\n
+    /// slabs automove <0|1|2> [noreply]\r\n
+    /// slabs automove ratio <ratio> [noreply]\r\n
+    /// ```
+    ///
+    /// `reassign` takes exactly two numbers, so no `noreply`. `automove` looks at
+    /// one argument and ignores the rest; each of its replies, `ERROR` too,
+    /// honours `noreply`. Any other form is `ERROR`.
+    fn slabs(&self) -> Parsed<'a> {
+        match (self.tokens.count, self.tokens.get(1)) {
+            (4, b"reassign") => {
+                match (strtol32(self.tokens.get(2)), strtol32(self.tokens.get(3))) {
+                    (Some(src), Some(dst)) => {
+                        self.done(Command::SlabsReassign { src, dst }, self.consumed)
+                    }
+                    _ => self.error(reply::CLIENT_ERROR_BAD_FORMAT),
+                }
+            }
+            (3.., b"automove") => self.slabs_automove(),
+            _ => self.error(reply::ERROR),
+        }
+    }
+
+    fn slabs_automove(&self) -> Parsed<'a> {
+        let noreply = self.tokens.noreply();
+        let arg = self.tokens.get(2);
+        if arg == b"ratio" {
+            let ratio = (self.tokens.count >= 4)
+                .then(|| strtod(self.tokens.get(3)))
+                .flatten();
+            return match ratio {
+                Some(r) => self.done(
+                    Command::SlabsAutomoveRatio {
+                        ratio: Ratio(r),
+                        noreply,
+                    },
+                    self.consumed,
+                ),
+                None => self.client_error(reply::ERROR, noreply, self.consumed),
+            };
+        }
+        match strtoul32(arg) {
+            Some(level @ 0..=2) => {
+                self.done(Command::SlabsAutomove { level, noreply }, self.consumed)
+            }
+            Some(_) => self.client_error(reply::ERROR, noreply, self.consumed),
+            None => self.client_error(reply::CLIENT_ERROR_BAD_FORMAT, noreply, self.consumed),
+        }
+    }
+
+    /// ```text
     /// stats [<group> [<arg>...]]\r\n
     /// ```
     ///
@@ -654,6 +707,78 @@ pub(super) fn strtoul32(token: &[u8]) -> Option<u32> {
     strtoull(token).map(|value| value as u32)
 }
 
+/// memcached's `safe_strtod`: what C's `strtod` reads (decimal, `inf`,
+/// `infinity`, `nan`, hexadecimal `0x1.8p3`), then the end of the token or
+/// whitespace; refused when the value overflows or underflows.
+pub(super) fn strtod(token: &[u8]) -> Option<f64> {
+    let start = token.iter().take_while(|&&b| is_c_space(b)).count();
+    let rest = &token[start..];
+    let end = rest
+        .iter()
+        .position(|&b| is_c_space(b))
+        .unwrap_or(rest.len());
+    let text = std::str::from_utf8(&rest[..end]).ok()?;
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(u) => (true, u),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    // ERANGE: an infinity from finite digits, a subnormal or zero from
+    // non-zero ones.
+    let out_of_range =
+        |value: f64, nonzero: bool| value.is_infinite() || (nonzero && !value.is_normal());
+    let value = if let Some(hex) = unsigned
+        .strip_prefix("0x")
+        .or_else(|| unsigned.strip_prefix("0X"))
+    {
+        let (value, nonzero) = hex_float(hex)?;
+        (!out_of_range(value, nonzero)).then_some(value)?
+    } else if unsigned.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+        let mantissa = unsigned.split(['e', 'E']).next().unwrap_or("");
+        let nonzero = mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b));
+        let value = unsigned.parse::<f64>().ok()?;
+        (!out_of_range(value, nonzero)).then_some(value)?
+    } else {
+        // `inf`, `infinity`, `nan` in any case: Rust reads them as C does
+        // (less C's `nan(chars)`).
+        unsigned.parse::<f64>().ok()?
+    };
+    Some(if negative { -value } else { value })
+}
+
+/// The part of a C hexadecimal float after `0x`: the value, and whether any
+/// digit of it is not 0.
+fn hex_float(text: &str) -> Option<(f64, bool)> {
+    let (mantissa, exponent) = match text.find(['p', 'P']) {
+        Some(at) => (&text[..at], text[at + 1..].parse::<i32>().ok()?),
+        None => (text, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if whole.is_empty() && fraction.is_empty() {
+        return None;
+    }
+    let (mut m, mut e) = (0u64, i64::from(exponent));
+    for (i, c) in whole.chars().chain(fraction.chars()).enumerate() {
+        let d = c.to_digit(16)?;
+        if m < 1 << 56 {
+            m = m << 4 | u64::from(d);
+            if i >= whole.len() {
+                e -= 4;
+            }
+        } else if i < whole.len() {
+            // Past the precision: the digit only scales.
+            e += 4;
+        }
+    }
+    let mut v = m as f64;
+    let mut e = e.clamp(-4000, 4000) as i32;
+    while e.abs() > 1000 {
+        let step = e.signum() * 1000;
+        v *= 2f64.powi(step);
+        e -= step;
+    }
+    Some((v * 2f64.powi(e), m != 0))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -766,6 +891,13 @@ pub(crate) mod tests {
                 megabytes,
                 noreply: q,
             } => format!("cache_memlimit {megabytes}{}", noreply(*q)),
+            Command::SlabsReassign { src, dst } => format!("slabs reassign {src} {dst}"),
+            Command::SlabsAutomove { level, noreply: q } => {
+                format!("slabs automove {level}{}", noreply(*q))
+            }
+            Command::SlabsAutomoveRatio { ratio, noreply: q } => {
+                format!("slabs automove ratio {}{}", ratio.0, noreply(*q))
+            }
             Command::Stats { args } => format!("stats '{}'", esc(args)),
             Command::Shutdown { graceful } => {
                 if *graceful {
@@ -1418,6 +1550,114 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn slabs() {
+        // live: memcached 1.6.18
+        let bad = r"error 'CLIENT_ERROR bad command line format\r\n'";
+        let error = r"error 'ERROR\r\n'";
+        let cases: Vec<(&[u8], String)> = vec![
+            (b"slabs reassign 1 2\r\n", "slabs reassign 1 2 +20".into()),
+            (b"slabs reassign -1 0\r\n", "slabs reassign -1 0 +21".into()),
+            // safe_strtol into an int32_t: no range check.
+            (
+                b"slabs reassign 4294967297 1\r\n",
+                "slabs reassign 1 1 +29".into(),
+            ),
+            (
+                b"slabs reassign 1\tx 2\r\n",
+                "slabs reassign 1 2 +22".into(),
+            ),
+            (b"slabs reassign a b\r\n", format!("{bad} +20")),
+            // No noreply: it is a number that fails.
+            (b"slabs reassign 1 noreply\r\n", format!("{bad} +26")),
+            (b"slabs reassign 1\r\n", format!("{error} +18")),
+            (b"slabs reassign 1 2 3\r\n", format!("{error} +22")),
+            (b"slabs reassign 1 2 noreply\r\n", format!("{error} +28")),
+            (b"slabs reassign\r\n", format!("{error} +16")),
+            (b"slabs automove 0\r\n", "slabs automove 0 +18".into()),
+            (b"slabs automove 2\r\n", "slabs automove 2 +18".into()),
+            (b"slabs automove 1 2\r\n", "slabs automove 1 +20".into()),
+            (b"slabs automove 1\t\r\n", "slabs automove 1 +19".into()),
+            (
+                b"slabs automove 4294967297\r\n",
+                "slabs automove 1 +27".into(),
+            ),
+            (
+                b"slabs automove 1 noreply\r\n",
+                "slabs automove 1 noreply +26".into(),
+            ),
+            (b"slabs automove 3\r\n", format!("{error} +18")),
+            (b"slabs automove 3 noreply\r\n", "error '' +26".into()),
+            (b"slabs automove x\r\n", format!("{bad} +18")),
+            (b"slabs automove -1\r\n", format!("{bad} +19")),
+            (b"slabs automove RATIO 1\r\n", format!("{bad} +24")),
+            (b"slabs automove noreply\r\n", "error '' +24".into()),
+            (b"slabs automove\r\n", format!("{error} +16")),
+            (b"slabs automove\t1\r\n", format!("{error} +18")),
+            (
+                b"slabs automove ratio 0.5\r\n",
+                "slabs automove ratio 0.5 +26".into(),
+            ),
+            (
+                b"slabs automove ratio 5 noreply\r\n",
+                "slabs automove ratio 5 noreply +32".into(),
+            ),
+            (
+                b"slabs automove ratio 0x10\r\n",
+                "slabs automove ratio 16 +27".into(),
+            ),
+            (
+                b"slabs automove ratio inf\r\n",
+                "slabs automove ratio inf +26".into(),
+            ),
+            (b"slabs automove ratio\r\n", format!("{error} +22")),
+            (b"slabs automove ratio abc\r\n", format!("{error} +26")),
+            (b"slabs automove ratio 0.5x\r\n", format!("{error} +27")),
+            (b"slabs automove ratio 1e400\r\n", format!("{error} +28")),
+            (b"slabs automove ratio noreply\r\n", "error '' +30".into()),
+            (b"slabs\r\n", format!("{error} +7")),
+            (b"slabs foo\r\n", format!("{error} +11")),
+            (b"slabs foo noreply\r\n", format!("{error} +19")),
+        ];
+        let cases: Vec<(&[u8], &str)> = cases.iter().map(|(r, e)| (*r, e.as_str())).collect();
+        check(&LIMITS, &cases);
+    }
+
+    /// C's `strtod` and memcached's checks around it (glibc's answers).
+    #[test]
+    fn strtod_reads_as_c() {
+        let table: &[(&str, Option<f64>)] = &[
+            ("0.5", Some(0.5)),
+            ("  +.5", Some(0.5)),
+            ("-2", Some(-2.0)),
+            ("1.", Some(1.0)),
+            ("1e3", Some(1000.0)),
+            ("0e400", Some(0.0)),
+            ("0.5\tx", Some(0.5)),
+            ("inFinity", Some(f64::INFINITY)),
+            ("-inf", Some(f64::NEG_INFINITY)),
+            ("0x10", Some(16.0)),
+            ("0x1.8p1", Some(3.0)),
+            ("0X.8", Some(0.5)),
+            ("0x1p-1022", Some(f64::MIN_POSITIVE)),
+            ("", None),
+            (".", None),
+            ("1e", None),
+            ("0.5x", None),
+            ("abc", None),
+            ("0x", None),
+            ("0x1p", None),
+            ("1e400", None),
+            ("1e-400", None),
+            ("1e-310", None),
+            ("0x1p99999", None),
+        ];
+        for (text, want) in table {
+            assert_eq!(strtod(text.as_bytes()), *want, "{text:?}");
+        }
+        assert!(strtod(b"nan").is_some_and(f64::is_nan));
+    }
+
+    #[test]
     fn shutdown() {
         // live: memcached 1.6.18, without and with -A.
         let disabled = r"error 'ERROR: shutdown not enabled\r\n'";
@@ -1446,14 +1686,14 @@ pub(crate) mod tests {
 
     #[test]
     fn commands_we_do_not_serve_answer_error() {
-        // Not live-equal: memcached serves these (slabs, lru,
-        // watch, lru_crawler, refresh_certs, misbehave is debug-only).
+        // Not live-equal: memcached serves these (lru, watch, lru_crawler,
+        // refresh_certs, misbehave is debug-only).
         check(
             &LIMITS,
             &[
                 (b"mn\r\n", "meta Noop '' +4"),
                 (b"mg k v\r\n", "meta Get 'k' +8"),
-                (b"slabs automove 1\r\n", r"error 'ERROR\r\n' +18"),
+                (b"lru mode flat\r\n", r"error 'ERROR\r\n' +15"),
                 (b"lru_crawler enable\r\n", r"error 'ERROR\r\n' +20"),
                 (b"watch\r\n", r"error 'ERROR\r\n' +7"),
             ],

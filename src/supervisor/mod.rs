@@ -298,6 +298,9 @@ impl Supervisor {
                 Mailboxes::new(slots as usize).map_err(|e| format!("socketpair: {e}"))?,
             ),
         };
+        // The segment keeps what a client set last; a start (cold, warm or an
+        // upgrade) begins from the settings.
+        apply_automove(&store, &settings);
         if let Some(path) = &settings.pid_file {
             std::fs::write(path, format!("{}\n", std::process::id()))
                 .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?;
@@ -708,7 +711,19 @@ impl Supervisor {
         }
         let before = self.settings.workers;
         let verbosity = self.settings.verbosity;
+        let automove = (
+            self.settings.slab_automove,
+            self.settings.slab_automove_ratio,
+        );
         self.settings = plan.settings;
+        if (
+            self.settings.slab_automove,
+            self.settings.slab_automove_ratio,
+        ) != automove
+        {
+            // As a client's `slabs automove` would.
+            apply_automove(self.store(), &self.settings);
+        }
         if self.settings.verbosity != verbosity {
             // As a client's `verbosity` command would (stored plus one).
             let h = self.store().header();
@@ -1270,6 +1285,13 @@ fn store_params(settings: &Settings, slots: u32) -> StoreParams {
         evictions: settings.evictions,
         cas_enabled: settings.cas_enabled,
     }
+}
+
+/// `-o slab_automove`, `-o slab_automove_ratio` into the segment, where
+/// `slabs automove` changes them and the mover reads them.
+fn apply_automove(store: &Store, settings: &Settings) {
+    store.set_automove(settings.slab_automove);
+    store.set_automove_ratio(settings.slab_automove_ratio);
 }
 
 /// A private segment, or (`-e`) the memory file, attached if a previous

@@ -1,7 +1,9 @@
 //! What a SIGHUP reload may change, and how.
 //!
 //! - **live**: verbosity, `-c`, `-R`, `idle_timeout` go through the segment's
-//!   header; every worker loads them at its next tick;
+//!   header; every worker loads them at its next tick; `slab_automove` and
+//!   `slab_automove_ratio` are set in the segment as a client's `slabs automove`
+//!   would;
 //! - **workers** (`-t`), within the slots made at start (`max_workers`): new
 //!   slots get a worker, surplus workers pass their connections on and stop;
 //! - **fixed**: what the segment's layout, the sockets or the process identity
@@ -114,6 +116,8 @@ pub fn plan(running: &Settings, mut wanted: Settings) -> Plan {
         max_connections => "max_connections",
         reqs_per_event => "reqs_per_event",
         idle_timeout => "idle_timeout",
+        slab_automove => "slab_automove",
+        slab_automove_ratio => "slab_automove_ratio",
         workers => "workers",
     );
 
@@ -123,6 +127,8 @@ pub fn plan(running: &Settings, mut wanted: Settings) -> Plan {
     forked_with.max_connections = wanted.max_connections;
     forked_with.reqs_per_event = wanted.reqs_per_event;
     forked_with.idle_timeout = wanted.idle_timeout;
+    forked_with.slab_automove = wanted.slab_automove;
+    forked_with.slab_automove_ratio = wanted.slab_automove_ratio;
     forked_with.workers = wanted.workers;
     forked_with.max_workers = wanted.max_workers;
     let roll = forked_with != wanted;
@@ -161,6 +167,8 @@ mod tests {
         wanted.max_connections = 10;
         wanted.reqs_per_event = 5;
         wanted.idle_timeout = Duration::from_secs(30);
+        wanted.slab_automove = 2;
+        wanted.slab_automove_ratio = 0.5;
         wanted.workers = 4;
         let p = plan(&running(), wanted.clone());
         assert_eq!(p.settings, wanted);
@@ -172,6 +180,8 @@ mod tests {
                 "max_connections",
                 "reqs_per_event",
                 "idle_timeout",
+                "slab_automove",
+                "slab_automove_ratio",
                 "workers"
             ]
         );
@@ -226,6 +236,8 @@ mod tests {
         let mut wanted = running();
         wanted.flush_enabled = false;
         wanted.drain_timeout = Duration::from_secs(1);
+        // Worker 0 keeps the automover's window.
+        wanted.slab_automove_window = 60;
         let p = plan(&running(), wanted.clone());
         assert!(p.roll);
         assert_eq!(p.settings, wanted);

@@ -1,6 +1,7 @@
 //! Runs one parsed command against the store and renders its reply.
 
 use crate::protocol::{Command, StoreMode, keys, reply};
+use crate::store::mover::Reassign;
 use crate::store::prefix::PrefixOp;
 use crate::store::stats::Counter;
 use crate::store::{ArithResult, StoreResult};
@@ -194,6 +195,27 @@ pub fn execute(ctx: &WorkerContext, cmd: &Command<'_>, out: &mut Vec<u8>) -> Aft
             };
             if !noreply {
                 out.extend_from_slice(line);
+            }
+        }
+        Command::SlabsReassign { src, dst } => {
+            out.extend_from_slice(match store.request_reassign(src.into(), dst.into()) {
+                Reassign::Ok => reply::OK,
+                Reassign::Busy => reply::REASSIGN_BUSY,
+                Reassign::BadClass => reply::REASSIGN_BADCLASS,
+                Reassign::NoSpare => reply::REASSIGN_NOSPARE,
+                Reassign::Same => reply::REASSIGN_SAME,
+            });
+        }
+        Command::SlabsAutomove { level, noreply } => {
+            store.set_automove(level);
+            if !noreply {
+                out.extend_from_slice(reply::OK);
+            }
+        }
+        Command::SlabsAutomoveRatio { ratio, noreply } => {
+            store.set_automove_ratio(ratio.0);
+            if !noreply {
+                out.extend_from_slice(reply::OK);
             }
         }
         Command::Stats { args } => stats::render(ctx, args, out),

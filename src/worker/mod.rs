@@ -24,6 +24,7 @@ use crate::protocol::auth::{self, AuthRequest};
 use crate::protocol::{self, Dialect, Limits, Parsed, Refusal, reply, seed};
 use crate::store::Store;
 use crate::store::conns::{CONNS_PER_WORKER, ConnState};
+use crate::store::mover::Automover;
 use crate::store::prefix::PrefixOp;
 use crate::store::stats::Counter;
 use conn::{Conn, Listener, Moment, ReadOutcome, Stream};
@@ -93,6 +94,8 @@ pub struct Worker {
     handoff: handoff::Handoff,
     /// Connections passed on to another worker while retiring.
     passed: usize,
+    /// The slab automover's history: slot 0's worker alone moves pages.
+    automover: Option<Automover>,
     log: Logger,
 }
 
@@ -141,6 +144,7 @@ impl Worker {
             poll.registry().register(l, Token(i), Interest::READABLE)?;
         }
         let free_entries = (mio_listeners.len()..CONNS_PER_WORKER).rev().collect();
+        let automover = (slot == 0).then(|| Automover::new(settings.slab_automove_window));
         let limits = Limits {
             item_size_max: settings.item_size_max as usize,
             cas_enabled: settings.cas_enabled,
@@ -165,6 +169,7 @@ impl Worker {
             free_entries,
             handoff,
             passed: 0,
+            automover,
             log,
         })
     }
@@ -233,6 +238,9 @@ impl Worker {
                 self.sweep_timers();
                 let workers = self.ctx.store.header().live.workers.load(Relaxed) as usize;
                 self.ctx.store.sweep_tick(self.ctx.slot, workers);
+                if let Some(am) = &mut self.automover {
+                    self.ctx.store.mover_tick(am);
+                }
             }
         }
         let left = self.open_conns();

@@ -160,6 +160,16 @@ fn settings(ctx: &WorkerContext, out: &mut Vec<u8>) {
     stat(out, "item_size_max", &s.item_size_max);
     // Connections over -c are told so and closed at once.
     stat(out, "maxconns_fast", &"yes");
+    // Pages always move; the level and the ratio are the segment's, where a
+    // client's `slabs automove` sets them.
+    stat(out, "slab_reassign", &"yes");
+    stat(out, "slab_automove", &ctx.store.automove());
+    stat(
+        out,
+        "slab_automove_ratio",
+        &format_args!("{:.2}", ctx.store.automove_ratio()),
+    );
+    stat(out, "slab_automove_window", &s.slab_automove_window);
     stat(out, "flush_enabled", &yes_no(s.flush_enabled));
     stat(out, "hash_algorithm", &"xxh3");
     stat(
@@ -408,9 +418,36 @@ fn general(ctx: &WorkerContext, out: &mut Vec<u8>) {
     reply::stat(out, "hash_power_level", layout.bucket_bits);
     reply::stat(out, "hash_bytes", 4u64 << layout.bucket_bits);
     reply::stat(out, "hash_is_expanding", 0);
+    // No chunked items to rescue, no inline reclaim, and a busy item is never
+    // being deleted under the mover (it holds the item's lock): those stay 0.
+    reply::stat(
+        out,
+        "slab_reassign_rescues",
+        total(Counter::slab_reassign_rescues),
+    );
+    reply::stat(out, "slab_reassign_chunk_rescues", 0);
+    reply::stat(
+        out,
+        "slab_reassign_evictions_nomem",
+        total(Counter::slab_reassign_evictions_nomem),
+    );
+    reply::stat(out, "slab_reassign_inline_reclaim", 0);
+    reply::stat(
+        out,
+        "slab_reassign_busy_items",
+        total(Counter::slab_reassign_busy_items),
+    );
+    reply::stat(out, "slab_reassign_busy_deletes", 0);
+    reply::stat(
+        out,
+        "slab_reassign_running",
+        u8::from(store.reassign_running()),
+    );
+    reply::stat(out, "slabs_moved", total(Counter::slabs_moved));
     reply::stat(out, "bytes", bytes);
     reply::stat(out, "curr_items", items);
     reply::stat(out, "total_items", total(Counter::total_items));
+    reply::stat(out, "slab_global_page_pool", store.pool_pages());
     for &c in &[
         Counter::expired_unfetched,
         Counter::evicted_unfetched,
