@@ -17,6 +17,7 @@ pub mod mover;
 pub mod prefix;
 mod recovery;
 pub mod segment;
+pub mod sizes;
 pub mod slab;
 pub mod stats;
 mod sweep;
@@ -126,6 +127,8 @@ pub struct Store {
     conns: &'static [ConnEntry],
     /// PREFIX_ENTRIES entries, then the overflow entry.
     prefixes: &'static [PrefixEntry],
+    /// `stats sizes` counters, one per 32 bytes of (memcached's) item size.
+    sizes: &'static [AtomicU32],
     page_table: &'static [AtomicU8],
 }
 
@@ -252,7 +255,7 @@ impl Store {
         // SAFETY: as above: these regions are laid out by `Layout::new`, zeroed
         // (all-zero is a valid value of each: counters at 0, free entries),
         // and hold only atomics.
-        let (class_stats, conns, prefixes) = unsafe {
+        let (class_stats, conns, prefixes, sizes) = unsafe {
             (
                 std::slice::from_raw_parts(
                     base.add(l.off_class_stats as usize) as *const ClassCounters,
@@ -265,6 +268,10 @@ impl Store {
                 std::slice::from_raw_parts(
                     base.add(l.off_prefixes as usize) as *const PrefixEntry,
                     PREFIX_ENTRIES + 1,
+                ),
+                std::slice::from_raw_parts(
+                    base.add(l.off_sizes as usize) as *const AtomicU32,
+                    l.size_buckets as usize,
                 ),
             )
         };
@@ -286,6 +293,7 @@ impl Store {
             class_stats,
             conns,
             prefixes,
+            sizes,
             page_table,
         }
     }
@@ -846,6 +854,11 @@ impl Store {
         bits: u32,
     ) {
         let it = self.item(new);
+        // Counted before it is reachable and uncounted after it is not, so
+        // that a worker killed in between leaves a count one too high, never
+        // one that wraps. An incr rewritten in place is counted too: memcached
+        // takes the item out and puts it back with its new cas-unique.
+        self.sizes_add(it);
         match old {
             Some((link, old_id)) => {
                 it.next.store(self.item(old_id).next.load(Relaxed), Relaxed);
@@ -863,12 +876,14 @@ impl Store {
             self.counters().incr(Counter::total_items);
         }
         if let Some((_, old_id)) = old {
+            self.sizes_remove(self.item(old_id));
             self.free(old_id);
         }
     }
 
     fn unlink_and_free(&self, link: &AtomicU32, id: u32) {
         link.store(self.item(id).next.load(Relaxed), Release);
+        self.sizes_remove(self.item(id));
         self.free(id);
     }
 

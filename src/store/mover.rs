@@ -319,7 +319,9 @@ impl Store {
                 }
                 counters.incr(Counter::slab_reassign_evictions_nomem);
             }
-            self.unlink_from_chain(hash, id);
+            if self.unlink_from_chain(hash, id) {
+                self.sizes_remove(it);
+            }
             class.curr_items.fetch_sub(1, Relaxed);
             class
                 .bytes

@@ -3,10 +3,12 @@
 //!
 //! ```text
 //! | Header | WorkerSlot x W | StripeLock x S | bucket heads (u32) x B | SlabClass x C |
-//! | ClassCounters x W x C | ConnEntry x W x 1024 | PrefixEntry x 1025 | page table (u8) x P | arena: P pages |
+//! | ClassCounters x W x C | ConnEntry x W x 1024 | PrefixEntry x 1025 | size histogram (u32) x (I/32 + 1) |
+//! | page table (u8) x P | arena: P pages |
 //! ```
 //! The per-class counters and the connection table are per worker (each
-//! worker writes only its own part); the prefix table is shared.
+//! worker writes only its own part); the prefix table and the size histogram
+//! (`stats sizes`, see `sizes.rs`) are shared.
 //! Everything inside is addressed by offsets (item ids are arena offsets / 8 + 1),
 //! never by pointers, so that the segment means the same in every process.
 
@@ -20,6 +22,7 @@ use super::conns::{CONNS_PER_WORKER, ConnEntry};
 use super::item::ITEM_HEADER;
 use super::lock::RobustMutex;
 use super::prefix::{PREFIX_ENTRIES, PrefixEntry};
+use super::sizes::BUCKET_BYTES;
 use super::slab::SlabClass;
 use super::stats::{ClassCounters, Counters};
 
@@ -81,6 +84,10 @@ pub struct Layout {
     pub off_class_stats: u64,
     pub off_conns: u64,
     pub off_prefixes: u64,
+    /// `stats sizes` counters: one per 32 bytes of item up to `-I`, as
+    /// memcached's (`-I 1m`: 128 KiB; `-I 1g`: 128 MiB, reserved with the rest).
+    pub size_buckets: u64,
+    pub off_sizes: u64,
     pub off_pages: u64,
     pub off_arena: u64,
     pub total: u64,
@@ -132,8 +139,12 @@ impl Layout {
         );
         let off_prefixes = off_conns
             + worker_slots as u64 * CONNS_PER_WORKER as u64 * size_of::<ConnEntry>() as u64;
-        let off_pages =
-            off_prefixes + (PREFIX_ENTRIES as u64 + 1) * size_of::<PrefixEntry>() as u64;
+        let off_sizes = align(
+            off_prefixes + (PREFIX_ENTRIES as u64 + 1) * size_of::<PrefixEntry>() as u64,
+            LINE,
+        );
+        let size_buckets = p.item_size_max / BUCKET_BYTES + 1;
+        let off_pages = off_sizes + size_buckets * 4;
         let off_arena = align(off_pages + page_count, 4096);
         let total = off_arena + page_count * page_size;
         Ok(Layout {
@@ -151,6 +162,8 @@ impl Layout {
             off_class_stats,
             off_conns,
             off_prefixes,
+            size_buckets,
+            off_sizes,
             off_pages,
             off_arena,
             total,
@@ -216,6 +229,9 @@ pub struct Header {
     pub automove: AtomicU32,
     /// `slabs automove ratio`, as f64 bits.
     pub automove_ratio: AtomicU64,
+    /// `stats sizes`: 0 = the histogram is off; otherwise it is on, and
+    /// counts the items whose cas-unique is at least this (see `sizes.rs`).
+    pub sizes_since: AtomicU64,
 }
 
 /// Settings a SIGHUP reload changes while the workers run: the supervisor
@@ -528,7 +544,7 @@ impl Segment {
     /// Warm restart: make every lock new (their owners were processes of the
     /// previous life, whose pids may be in use again) and forget what belonged
     /// to those processes: worker slots, their counters and connection tables,
-    /// the prefix table. Items, the cas counter, the flush marks and the start
+    /// the prefix table, the size histogram (off, as memcached starts). Items, the cas counter, the flush marks and the start
     /// time (`uptime` goes on counting, as memcached's) stay.
     ///
     /// Call only while no other process maps the segment (the flock proves it).
@@ -554,6 +570,7 @@ impl Segment {
                 std::ptr::write_bytes(base.add(from as usize), 0, (to - from) as usize)
             };
             zero(l.off_slots, l.off_stripes);
+            // Class counters, connection tables, prefixes, size histogram.
             zero(l.off_class_stats, l.off_pages);
         }
         use std::sync::atomic::Ordering::Relaxed;
@@ -564,6 +581,7 @@ impl Segment {
         h.move_request.store(0, Relaxed);
         h.prefix_epoch.store(0, Relaxed);
         h.prefix_order.store(0, Relaxed);
+        h.sizes_since.store(0, Relaxed);
     }
 
     /// Empty the whole segment and lay it out again (a memory file whose
@@ -862,6 +880,7 @@ fn structure(l: &Layout) -> u64 {
         l.off_class_stats,
         l.off_conns,
         l.off_prefixes,
+        l.off_sizes,
         l.off_pages,
         l.off_arena,
     ];

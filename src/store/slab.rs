@@ -256,7 +256,9 @@ impl Store {
             let hash = it.hash.load(Relaxed);
             if let Some(got) = self.stripe_for(hash).try_lock() {
                 let _s = got.repaired_trivially();
-                self.unlink_from_chain(hash, id);
+                if self.unlink_from_chain(hash, id) {
+                    self.sizes_remove(it);
+                }
                 let fetched = it.word.load(Relaxed) & super::item::FETCHED != 0;
                 let counters = &self.slot().counters;
                 let count = |general, per_class| {
