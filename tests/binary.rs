@@ -604,6 +604,23 @@ fn cases() -> Vec<Case> {
                 stat("sizes"),
             ],
         ),
+        // No empty response after sizes_enable and sizes_disable, as in text
+        // (no END); tests/differential.rs covers the counting.
+        case(
+            "stat sizes_enable, sizes, sizes_disable",
+            vec![
+                store(SET, "sz:before", 0, 0, b"v"),
+                stat("sizes_enable"),
+                store(SET, "sz:1", 0, 0, b"12345"),
+                store(SET, "sz:2", 9, 0, &[b'v'; 300]),
+                stat("sizes"),
+                get(DELETE, "sz:1"),
+                get(DELETE, "sz:before"),
+                stat("sizes"),
+                stat("sizes_disable"),
+                stat("sizes"),
+            ],
+        ),
         case(
             "stat detail on, dump, off",
             vec![

@@ -30,11 +30,17 @@ impl Pair {
     /// `memcached_only`: arguments that memcached needs and shmcached must
     /// not depend on (given to the target too when the target is memcached).
     fn start(memcached_only: &[&str]) -> Pair {
-        let memcached_args: Vec<&str> = SERVER_ARGS.iter().chain(memcached_only).copied().collect();
+        Pair::start_with(&[], memcached_only)
+    }
+
+    /// [`Pair::start`], both servers also given `both`.
+    fn start_with(both: &[&str], memcached_only: &[&str]) -> Pair {
+        let common: Vec<&str> = SERVER_ARGS.iter().chain(both).copied().collect();
+        let memcached_args: Vec<&str> = common.iter().chain(memcached_only).copied().collect();
         let target_args = if Kind::target() == Kind::Memcached {
             &memcached_args[..]
         } else {
-            SERVER_ARGS
+            &common[..]
         };
         let (reference, target) = thread::scope(|s| {
             let reference = s.spawn(|| Server::memcached(&memcached_args));
@@ -881,6 +887,130 @@ fn table_of_commands_matches_memcached() {
         cases.len(),
         failures.join("\n")
     );
+}
+
+/// The item size histogram: items stored before `stats sizes_enable` are not
+/// counted (in or out), each item counts in the 32-byte bucket of memcached's
+/// item size (key, value, flags, cas), and replacing, deleting, expiring,
+/// appending and incrementing move the counts as memcached's links and
+/// unlinks do. Key and value lengths sit on both sides of bucket edges, with
+/// flags 0 (no room for them in memcached's item) and not 0 (4 bytes).
+fn sizes_case() -> Case {
+    // Distinct keys of each length: one letter, or a number padded with z.
+    const LETTERS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let key = |len: usize, i: usize| match len {
+        1 => (LETTERS[i % LETTERS.len()] as char).to_string(),
+        _ => format!("{i:z<len$}"),
+    };
+    let mut steps: Vec<Vec<u8>> = vec![
+        b"stats sizes\r\n".to_vec(),
+        b"stats sizes_disable\r\n".to_vec(),
+        set_of_len("before1", 0, 10),
+        set_of_len("before2", 0, 20),
+        set_of_len("before3", 0, 30),
+        b"set beforenum 0 0 3\r\n100\r\n".to_vec(),
+        b"stats sizes_enable\r\n".to_vec(),
+        b"stats sizes_enable\r\n".to_vec(),
+        b"stats sizes\r\n".to_vec(),
+    ];
+    let mut stored = Vec::new();
+    let mut i = 0;
+    for nkey in [1, 13, 250] {
+        for nbytes in [0, 1, 5, 6, 10, 14, 15, 300, 1000, 4096, 100_000, 1_000_000] {
+            for flags in [0, 1] {
+                let k = key(nkey, i);
+                steps.push(set_of_len(&k, flags, nbytes));
+                stored.push(k);
+                i += 1;
+            }
+        }
+    }
+    steps.push(b"stats sizes\r\n".to_vec());
+    // Gone: every third; overwritten with another size: every fifth.
+    for (j, k) in stored.iter().enumerate() {
+        if j % 3 == 0 {
+            steps.push(format!("delete {k}\r\n").into_bytes());
+        } else if j % 5 == 0 {
+            steps.push(set_of_len(k, (j % 2) as u32, j * 7));
+        }
+    }
+    steps.push(b"stats sizes\r\n".to_vec());
+    steps.extend([
+        // Items from before: replaced (the new one counts), deleted (no count).
+        set_of_len("before1", 5, 40),
+        b"delete before2\r\n".to_vec(),
+        // incr in place (same length), then growing (a new item).
+        b"set num 0 0 3\r\n100\r\n".to_vec(),
+        b"incr num 5\r\n".to_vec(),
+        b"incr num 99999999999\r\n".to_vec(),
+        b"incr beforenum 1\r\n".to_vec(),
+        b"append num 0 0 40\r\n".to_vec(),
+        b"stats sizes\r\n".to_vec(),
+        // Stored already expired: counted, then gone when read.
+        b"set dead 0 -1 3\r\nabc\r\n".to_vec(),
+        b"stats sizes\r\n".to_vec(),
+        b"get dead\r\n".to_vec(),
+        b"touch num 1000\r\n".to_vec(),
+        // An item from before, given a new cas-unique in place, then gone:
+        // memcached takes it out of a bucket it never counted it in.
+        b"md before3 I\r\n".to_vec(),
+        b"delete before3\r\n".to_vec(),
+        b"prepend num 0 0 2\r\nxy\r\n".to_vec(),
+        b"stats sizes\r\n".to_vec(),
+        // Off, and on again from zero.
+        b"stats sizes_disable\r\n".to_vec(),
+        b"stats sizes\r\n".to_vec(),
+        set_of_len("between", 0, 3),
+        b"stats sizes_enable\r\n".to_vec(),
+        b"stats sizes\r\n".to_vec(),
+        b"delete num\r\n".to_vec(),
+        set_of_len("after", 3, 3),
+        b"stats sizes\r\n".to_vec(),
+    ]);
+    // append's data block is 40 bytes.
+    for s in &mut steps {
+        if s.as_slice() == b"append num 0 0 40\r\n" {
+            s.extend_from_slice(&[b'a'; 40]);
+            s.extend_from_slice(b"\r\n");
+        }
+    }
+    Case {
+        name: "stats sizes".into(),
+        steps: steps.into_iter().map(Step::Exchange).collect(),
+        stat_names: false,
+    }
+}
+
+/// Run [`sizes_case`] on memcached and the target started with `args`.
+fn sizes_match(args: &[&str]) {
+    // Without the LRU maintainer memcached always increments in place when
+    // the number fits (see `random_sequence_matches_memcached`).
+    let pair = Pair::start_with(args, &["-o", "no_lru_maintainer"]);
+    let case = sizes_case();
+    let expected = run_case(pair.reference.port(), &case);
+    let actual = run_case(pair.target.port(), &case);
+    if std::env::var("SHMCACHED_DIFF_DUMP").is_ok() {
+        eprintln!("{}", describe_steps(&case, &expected));
+    }
+    assert!(
+        expected == actual,
+        "stats sizes with {args:?}:\n  memcached:\n{}  {}:\n{}{}",
+        describe_steps(&case, &expected),
+        pair.target_name(),
+        describe_steps(&case, &actual),
+        explain_difference(&expected, &actual)
+    );
+}
+
+#[test]
+fn size_histogram_matches_memcached() {
+    sizes_match(&[]);
+}
+
+/// memcached needs cas-uniques for the histogram: with `-C` it refuses.
+#[test]
+fn size_histogram_without_cas_matches_memcached() {
+    sizes_match(&["-C"]);
 }
 
 // ---------------------------------------------------------------------------

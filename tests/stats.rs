@@ -455,6 +455,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("slab_automove_window", "7"),
     ("flush_enabled", "no"),
     ("idle_timeout", "9"),
+    ("track_sizes", "no"),
     ("ssl_enabled", "no"),
 ];
 
@@ -603,11 +604,54 @@ fn items_and_slabs_after_known_items() {
     assert_eq!(num(&slabs, "total_malloced"), 1 << 20);
     // Classes are numbered from 1, as memcached's.
     assert!(class.parse::<u32>().unwrap() >= 1);
-    // No histogram is kept: memcached's default answer.
+    // No histogram until a client asks for one (tests/differential.rs
+    // compares it with memcached's).
     assert_eq!(
         c.roundtrip(b"stats sizes\r\n"),
         b"STAT sizes_status disabled\r\nEND\r\n"
     );
+}
+
+/// One size histogram for all workers: enabled through one connection, it
+/// counts the items stored through every worker, and every worker shows it.
+#[test]
+fn size_histogram_is_shared_by_all_workers() {
+    let server = Server::shmcached(&["-t", "4"]);
+    let mut conns: Vec<Conn> = (0..16).map(|_| server.connect()).collect();
+    let workers = parse_stats(&conns[0].roundtrip(b"stats workers\r\n"));
+    let busy = (0..4)
+        .filter(|w| num(&workers, &format!("worker:{w}:curr_connections")) > 0)
+        .count();
+    assert!(busy > 1, "connections on {busy} worker(s)");
+    assert_eq!(
+        conns[0].roundtrip(b"stats sizes_enable\r\n"),
+        b"STAT sizes_status enabled\r\n"
+    );
+    for (i, c) in conns.iter_mut().enumerate() {
+        let set = format!("set w{i:02} 0 0 5\r\nvalue\r\n");
+        assert_eq!(c.roundtrip(set.as_bytes()), b"STORED\r\n");
+    }
+    // memcached's size of a 3-byte key, 5 bytes, flags 0: 48 + 8 + 4 + 7.
+    for c in &mut conns {
+        assert_eq!(c.roundtrip(b"stats sizes\r\n"), b"STAT 96 16\r\nEND\r\n");
+        let settings = parse_stats(&c.roundtrip(b"stats settings\r\n"));
+        assert_eq!(settings["track_sizes"], "yes");
+    }
+    for (i, c) in conns.iter_mut().enumerate() {
+        let delete = format!("delete w{:02}\r\n", (i + 5) % 16);
+        assert_eq!(c.roundtrip(delete.as_bytes()), b"DELETED\r\n");
+    }
+    assert_eq!(conns[3].roundtrip(b"stats sizes\r\n"), b"END\r\n");
+    assert_eq!(
+        conns[7].roundtrip(b"stats sizes_disable\r\n"),
+        b"STAT sizes_status disabled\r\n"
+    );
+    for c in &mut conns {
+        assert_eq!(
+            c.roundtrip(b"stats sizes\r\n"),
+            b"STAT sizes_status disabled\r\nEND\r\n"
+        );
+    }
 }
 
 /// Keys of each prefix, spread over many connections: (key, command).

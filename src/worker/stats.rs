@@ -39,21 +39,29 @@ pub fn render(ctx: &WorkerContext, args: &[u8], out: &mut Vec<u8>) {
         Some(b"items") => items(ctx, out),
         Some(b"slabs") => slabs(ctx, out),
         Some(b"sizes") => {
-            // Item size histograms are not kept (docs/compatibility.md).
-            reply::stat(out, "sizes_status", "disabled");
+            match ctx.store.sizes() {
+                Some(buckets) => {
+                    for (bytes, items) in buckets {
+                        reply::stat(out, &bytes.to_string(), items);
+                    }
+                }
+                None => reply::stat(out, "sizes_status", "disabled"),
+            }
             out.extend_from_slice(reply::END);
         }
         // memcached ends these two replies without END.
         Some(b"sizes_enable") => {
-            reply::stat(out, "sizes_status", "error");
-            let why = if ctx.settings.cas_enabled {
-                "not_supported"
+            if ctx.store.sizes_enable() {
+                reply::stat(out, "sizes_status", "enabled");
             } else {
-                "cas_support_disabled"
-            };
-            reply::stat(out, "sizes_error", why);
+                reply::stat(out, "sizes_status", "error");
+                reply::stat(out, "sizes_error", "cas_support_disabled");
+            }
         }
-        Some(b"sizes_disable") => reply::stat(out, "sizes_status", "disabled"),
+        Some(b"sizes_disable") => {
+            ctx.store.sizes_disable();
+            reply::stat(out, "sizes_status", "disabled");
+        }
         Some(b"conns") => conns(ctx, out),
         Some(b"detail") => match words.next() {
             Some(b"on") => {
@@ -177,6 +185,7 @@ fn settings(ctx: &WorkerContext, out: &mut Vec<u8>) {
         "idle_timeout",
         &(live.idle_timeout_ms.load(Relaxed) / 1000),
     );
+    stat(out, "track_sizes", &yes_no(ctx.store.sizes_enabled()));
     stat(out, "ssl_enabled", &"no");
     out.extend_from_slice(reply::END);
 }
