@@ -985,6 +985,9 @@ mod tests {
         assert_eq!(l.off_class_stats % 8, 0);
         assert_eq!(l.off_conns % 64, 0);
         assert_eq!(l.off_prefixes % 64, 0);
+        assert_eq!(l.off_sizes % 64, 0);
+        // memcached's buckets: one per 32 bytes up to -I, both ends counted.
+        assert_eq!(l.size_buckets, (1 << 20) / 32 + 1);
         assert!(*l.class_sizes.last().unwrap() as u64 == l.page_size);
         assert!(
             l.class_sizes

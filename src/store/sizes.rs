@@ -21,8 +21,8 @@
 //! between counting an item and linking it, or between unlinking and
 //! uncounting it (the count stays one too high; it never wraps).
 
-use std::sync::atomic::AtomicU32;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicU32, fence};
 
 use super::Store;
 use super::item::Item;
@@ -62,7 +62,8 @@ impl Store {
             for n in self.sizes {
                 n.store(0, Relaxed);
             }
-            since.store(self.next_cas(), Relaxed);
+            // Whoever sees the switch on sees the counters cleared.
+            since.store(self.next_cas(), Release);
         }
         true
     }
@@ -92,7 +93,7 @@ impl Store {
         )
     }
 
-    /// Item `it` was linked.
+    /// Item `it` is being linked.
     #[inline]
     pub(super) fn sizes_add(&self, it: &Item) {
         if let Some(n) = self.size_bucket(it) {
@@ -111,8 +112,13 @@ impl Store {
     /// The counter `it` belongs in, if the histogram is on and counts it.
     #[inline]
     fn size_bucket(&self, it: &Item) -> Option<&AtomicU32> {
+        // Off: this one relaxed load is all a store or delete pays.
         let since = self.header().sizes_since.load(Relaxed);
-        if since == 0 || it.cas.load(Relaxed) < since {
+        if since == 0 {
+            return None;
+        }
+        fence(Acquire);
+        if it.cas.load(Relaxed) < since {
             return None;
         }
         let size = memcached_item_size(
