@@ -265,7 +265,17 @@ fn sigterm_then_start_serves_every_item_with_its_flags_cas_and_ttl() {
         "warm restart: {} of {ITEMS} items restored with flags, cas and value",
         after.len()
     );
-    assert_eq!(c.stat("curr_items"), ITEMS as u64 + short.len() as u64);
+    // The short-TTL items count until the sweep frees them, which it may
+    // already have begun on a machine slow enough to take 8 s to get here.
+    let curr = c.stat("curr_items");
+    if now() < short_from + 7 {
+        assert_eq!(curr, ITEMS as u64 + short.len() as u64);
+    } else {
+        assert!(
+            (ITEMS as u64..=(ITEMS + short.len()) as u64).contains(&curr),
+            "{curr}"
+        );
+    }
     // As memcached: restored items count in total_items; uptime goes on
     // from the first start.
     assert_eq!(c.stat("total_items"), ITEMS as u64 + short.len() as u64);
