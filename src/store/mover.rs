@@ -234,7 +234,10 @@ impl Store {
         if src != 0 {
             let c = src - 1;
             let _g = self.lock_class(c);
-            if let Err(e) = self.empty_page(c, dst == 0, now) {
+            // Over cache_memlimit a class may give its last page, the one it
+            // carves included; otherwise it keeps one.
+            let last_too = self.pages_in_use() > self.page_limit();
+            if let Err(e) = self.empty_page(c, dst == 0, now, last_too) {
                 return e;
             }
         } else if self.pool_pages() == 0 {
@@ -250,12 +253,11 @@ impl Store {
     /// Empty a page of class `c` (class lock held) and put it in the pool;
     /// `release` gives its memory back to the system. The page is the first
     /// of the class's that it is not carving.
-    fn empty_page(&self, c: usize, release: bool, now: u32) -> Result<u32, Moved> {
+    /// `last_too`: the class may give its last page, the one it carves
+    /// included.
+    fn empty_page(&self, c: usize, release: bool, now: u32, last_too: bool) -> Result<u32, Moved> {
         let class = self.class(c);
-        // Over cache_memlimit a class may give its last page, the one it
-        // carves included; otherwise it keeps one.
-        let over_limit = self.pages_in_use() > self.page_limit();
-        let min_pages = if over_limit { 1 } else { MIN_PAGES_TO_GIVE };
+        let min_pages = if last_too { 1 } else { MIN_PAGES_TO_GIVE };
         if class.pages.load(Relaxed) < min_pages {
             return Err(Moved::Nothing);
         }
@@ -264,7 +266,7 @@ impl Store {
         let owned = |p: u32| self.page_class(p).load(Relaxed) == c as u8 + 1;
         let Some(page) = (0..used)
             .find(|&p| p != cur && owned(p))
-            .or_else(|| (over_limit && cur != NONE && cur < used && owned(cur)).then_some(cur))
+            .or_else(|| (last_too && cur != NONE && cur < used && owned(cur)).then_some(cur))
         else {
             return Err(Moved::Nothing);
         };
@@ -362,8 +364,8 @@ impl Store {
     /// memcached gives a class with no page one even when memory is full;
     /// our segment cannot grow, so before a store into class `c` that has no
     /// page and could not get one, a page of the class whose LRU tail is
-    /// oldest (of those with two pages or more) goes to the pool, for `c` to
-    /// take. The caller holds no lock (a stripe held would make its items
+    /// oldest (of those with two pages or more, or when no class has two, of
+    /// those with one) goes to the pool, for `c` to take. The caller holds no lock (a stripe held would make its items
     /// busy, and a store would fail where memcached's succeeds).
     pub(super) fn page_for_empty_class(&self, c: usize) {
         let class = self.class(c);
@@ -383,14 +385,22 @@ impl Store {
                 u32::MAX
             }
         };
-        let Some(d) = (0..self.classes.len())
-            .filter(|&d| d != c && self.class(d).pages.load(Relaxed) >= MIN_PAGES_TO_GIVE)
-            .min_by_key(|&d| tail_time(d))
-        else {
-            return;
+        // A class with a page to spare first; when none has one (more
+        // classes in use than pages), the oldest class's only page.
+        let oldest = |min: u32| {
+            (0..self.classes.len())
+                .filter(|&d| d != c && self.class(d).pages.load(Relaxed) >= min)
+                .min_by_key(|&d| tail_time(d))
+        };
+        let (d, last_too) = match oldest(MIN_PAGES_TO_GIVE) {
+            Some(d) => (d, false),
+            None => match oldest(1) {
+                Some(d) => (d, true),
+                None => return,
+            },
         };
         let _g = self.lock_class(d);
-        if self.empty_page(d, false, unix_now()).is_ok() {
+        if self.empty_page(d, false, unix_now(), last_too).is_ok() {
             self.counters().incr(Counter::slabs_moved);
         }
     }
@@ -937,6 +947,34 @@ mod tests {
         assert_eq!(s.pages_in_use(), s.layout.page_count);
         assert_eq!(held(&s, "b", 1, 4000), 1);
         assert_eq!(held(&s, "a", n, 100) as u64, s.items_and_bytes().0 - 1);
+        consistent(&s);
+        s.check_and_rebuild().unwrap();
+    }
+
+    #[test]
+    fn with_more_classes_in_use_than_pages_every_store_still_stores() {
+        let s = store(4);
+        let pages_total = s.layout.page_count;
+        // Twice as many sizes as pages, each in a class of its own.
+        let sizes: Vec<usize> = (0..2 * pages_total as usize)
+            .map(|i| 1000 + 3000 * i)
+            .collect();
+        let classes: std::collections::HashSet<_> = sizes
+            .iter()
+            .map(|&n| s.class_for(super::super::item::item_size(7, n)).unwrap())
+            .collect();
+        assert_eq!(classes.len(), sizes.len());
+        for round in 0..3 {
+            for (i, &n) in sizes.iter().enumerate() {
+                let key = format!("s{round}{i:05}");
+                let r = s.store(StoreMode::Set, key.as_bytes(), 0, 0, &value(i, n), 0);
+                assert_eq!(r, StoreResult::Stored, "round {round}, {n} bytes");
+                let mut got = None;
+                s.get(key.as_bytes(), None, |h| got = Some(h.data.to_vec()));
+                assert_eq!(got, Some(value(i, n)));
+            }
+        }
+        assert!(s.pages_in_use() <= pages_total);
         consistent(&s);
         s.check_and_rebuild().unwrap();
     }
