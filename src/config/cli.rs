@@ -1104,8 +1104,8 @@ mod tests {
                 "-o slab_automove_window=-1: slab_automove_window must be > 2",
             ),
             (
-                &["-o", "slab_automove_window=86401"],
-                "-o slab_automove_window=86401: out of range (3..86400)",
+                &["-o", "slab_automove_window=3601"],
+                "-o slab_automove_window=3601: out of range (3..3600)",
             ),
             (
                 &["-o", "slab_automove_window=3x"],

@@ -754,7 +754,7 @@ mod tests {
             ),
             (
                 "slab_automove_window = 100000",
-                "line 1: slab_automove_window = 100000: out of range (3..86400)",
+                "line 1: slab_automove_window = 100000: out of range (3..3600)",
             ),
             (
                 "verbosity = 4",

@@ -62,14 +62,19 @@ pub(super) enum Moved {
     Nothing,
 }
 
-/// One second of one class in the automover's window.
+/// One second of one class in the automover's window (12 bytes: the window
+/// holds one per class per second).
 #[derive(Debug, Default, Clone, Copy)]
 struct Sample {
-    age: u64,
+    /// Seconds since the LRU tail was last accessed.
+    age: u32,
+    /// This class's share of all evictions in that second.
+    evicted_ratio: f32,
     dirty: bool,
-    evicted_ratio: f64,
     evicted_seen: bool,
 }
+
+const _: () = assert!(size_of::<Sample>() == 12);
 
 /// A class's counters at the last decision.
 #[derive(Debug, Default, Clone, Copy)]
@@ -622,12 +627,12 @@ impl Store {
         for c in 0..n {
             let e = evicted(c);
             let s = Sample {
-                age: ages[c],
+                age: ages[c].min(u64::from(u32::MAX)) as u32,
                 dirty: e > 0
                     || after[c].outofmemory > before[c].outofmemory
                     || after[c].pages > before[c].pages,
                 evicted_ratio: if e > 0 {
-                    e as f64 / evicted_total as f64
+                    (e as f64 / evicted_total as f64) as f32
                 } else {
                     0.0
                 },
@@ -635,10 +640,10 @@ impl Store {
             };
             let window = &mut am.samples[c * w..(c + 1) * w];
             window[at] = s;
-            let age = window.iter().map(|s| s.age).sum::<u64>() / w as u64;
+            let age = window.iter().map(|s| u64::from(s.age)).sum::<u64>() / w as u64;
             let dirty = window.iter().any(|s| s.dirty);
             let seen = window.iter().filter(|s| s.evicted_seen).count();
-            let ratio_sum: f64 = window.iter().map(|s| s.evicted_ratio).sum();
+            let ratio_sum: f64 = window.iter().map(|s| f64::from(s.evicted_ratio)).sum();
             let (free, per_page) = free_chunks[c];
             if free as f64 > per_page as f64 * MIN_PAGES_FOR_RECLAIM && !dirty {
                 self.request_reassign(c as i64 + 1, 0);
