@@ -58,6 +58,20 @@ fn present(c: &mut Conn, key: &str) -> bool {
         .starts_with(b"VALUE ")
 }
 
+/// The server's segment in /dev/shm.
+fn segment_file(server: &Server) -> std::path::PathBuf {
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("shmcached-{}-", server.pid()))
+        })
+        .expect("the server's segment in /dev/shm")
+        .path()
+}
+
 fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let until = Instant::now() + timeout;
     while !done() {
@@ -242,15 +256,7 @@ fn memory_limit_is_a_hard_bound() {
     }
     // The segment: the arena is -m; the index and tables beside it are a
     // few percent more (docs/memory.md).
-    let seg = std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .filter_map(Result::ok)
-        .find(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("shmcached-{}-", server.pid()))
-        })
-        .expect("the server's segment in /dev/shm");
+    let seg = segment_file(&server);
     use std::os::unix::fs::MetadataExt;
     let meta = seg.metadata().unwrap();
     let resident = meta.blocks() * 512;
@@ -404,16 +410,7 @@ fn cache_memlimit_below_use_gives_memory_back() {
     });
     let held = |c: &mut Conn| num(&stats(c, "slabs"), "total_malloced");
     assert!(held(&mut c) >= 12 << 20, "{}", held(&mut c));
-    let seg = std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .filter_map(Result::ok)
-        .find(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("shmcached-{}-", server.pid()))
-        })
-        .expect("the server's segment in /dev/shm")
-        .path();
+    let seg = segment_file(&server);
     use std::os::unix::fs::MetadataExt;
     let resident = || std::fs::metadata(&seg).unwrap().blocks() * 512;
     let before = resident();

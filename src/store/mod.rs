@@ -1500,7 +1500,7 @@ fn write_decimal(buf: &mut [u8; 20], mut n: u64) -> usize {
 mod tests {
     use super::*;
 
-    fn store(memory_mb: u64, evictions: bool) -> Store {
+    pub(super) fn store(memory_mb: u64, evictions: bool) -> Store {
         let mut s = Store::create(StoreParams {
             layout: LayoutParams {
                 memory_limit: memory_mb << 20,

@@ -669,25 +669,12 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::segment::LayoutParams;
-    use super::super::{StoreParams, StoreResult};
+    use super::super::StoreResult;
     use super::*;
     use crate::protocol::StoreMode;
 
     fn store(memory_mb: u64) -> Store {
-        let mut s = Store::create(StoreParams {
-            layout: LayoutParams {
-                memory_limit: memory_mb << 20,
-                item_size_max: 1 << 20,
-                workers: 2,
-                ..LayoutParams::default()
-            },
-            evictions: true,
-            cas_enabled: true,
-        })
-        .unwrap();
-        s.act_as_slot(0);
-        s
+        super::super::tests::store(memory_mb, true)
     }
 
     fn value(i: usize, len: usize) -> Vec<u8> {

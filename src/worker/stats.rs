@@ -429,30 +429,27 @@ fn general(ctx: &WorkerContext, out: &mut Vec<u8>) {
     reply::stat(out, "hash_is_expanding", 0);
     // No chunked items to rescue, no inline reclaim, and a busy item is never
     // being deleted under the mover (it holds the item's lock): those stay 0.
-    reply::stat(
-        out,
-        "slab_reassign_rescues",
-        total(Counter::slab_reassign_rescues),
-    );
-    reply::stat(out, "slab_reassign_chunk_rescues", 0);
-    reply::stat(
-        out,
-        "slab_reassign_evictions_nomem",
-        total(Counter::slab_reassign_evictions_nomem),
-    );
-    reply::stat(out, "slab_reassign_inline_reclaim", 0);
-    reply::stat(
-        out,
-        "slab_reassign_busy_items",
-        total(Counter::slab_reassign_busy_items),
-    );
-    reply::stat(out, "slab_reassign_busy_deletes", 0);
-    reply::stat(
-        out,
-        "slab_reassign_running",
-        u8::from(store.reassign_running()),
-    );
-    reply::stat(out, "slabs_moved", total(Counter::slabs_moved));
+    for (name, value) in [
+        (
+            "slab_reassign_rescues",
+            total(Counter::slab_reassign_rescues),
+        ),
+        ("slab_reassign_chunk_rescues", 0),
+        (
+            "slab_reassign_evictions_nomem",
+            total(Counter::slab_reassign_evictions_nomem),
+        ),
+        ("slab_reassign_inline_reclaim", 0),
+        (
+            "slab_reassign_busy_items",
+            total(Counter::slab_reassign_busy_items),
+        ),
+        ("slab_reassign_busy_deletes", 0),
+        ("slab_reassign_running", u64::from(store.reassign_running())),
+        ("slabs_moved", total(Counter::slabs_moved)),
+    ] {
+        reply::stat(out, name, value);
+    }
     reply::stat(out, "bytes", bytes);
     reply::stat(out, "curr_items", items);
     reply::stat(out, "total_items", total(Counter::total_items));
