@@ -248,8 +248,10 @@ impl Store {
         } else if self.pool_pages() == 0 {
             return Moved::Nothing;
         }
-        if dst != 0 {
-            self.adopt_pool_page(dst - 1);
+        // From the pool, the move is the adoption; from a class, the page is
+        // in the pool now whatever becomes of it.
+        if dst != 0 && !self.adopt_pool_page(dst - 1) && src == 0 {
+            return Moved::Nothing;
         }
         self.counters().incr(Counter::slabs_moved);
         Moved::Done
@@ -370,8 +372,9 @@ impl Store {
     /// our segment cannot grow, so before a store into class `c` that has no
     /// page and could not get one, a page of the class whose LRU tail is
     /// oldest (of those with two pages or more, or when no class has two, of
-    /// those with one) goes to the pool, for `c` to take. The caller holds no lock (a stripe held would make its items
-    /// busy, and a store would fail where memcached's succeeds).
+    /// those with one) goes to the pool, for `c` to take. The caller holds no
+    /// lock (a stripe held would make its items busy, and a store would fail
+    /// where memcached's succeeds).
     pub(super) fn page_for_empty_class(&self, c: usize) {
         let class = self.class(c);
         if !self.evictions
