@@ -128,9 +128,10 @@ fn exchange(s: &mut TcpStream, req: &[u8], end: &[u8]) -> std::io::Result<Vec<u8
 }
 
 /// Page moves nonstop beside the soak: a filler gives one class (100-byte
-/// values) four pages, then keeps it about a quarter full with a rolling set
-/// of keys, so that a page's items always find free chunks elsewhere in the
-/// class; a second client moves that class's pages to the pool and back.
+/// values) four pages, keeps one item in eight of them, and adds a rolling
+/// set of keys: the class stays about a quarter full, so that a page's items
+/// always find free chunks elsewhere in it; a second client moves that
+/// class's pages to the pool and back.
 /// Returns the moves the server accepted.
 fn keep_pages_moving(port: u16, stop: Arc<AtomicBool>) -> u64 {
     let ready = Arc::new(AtomicBool::new(false));
@@ -138,23 +139,34 @@ fn keep_pages_moving(port: u16, stop: Arc<AtomicBool>) -> u64 {
         let (stop, ready) = (stop.clone(), ready.clone());
         thread::spawn(move || {
             let value = [b'f'; 100];
-            let set_and_delete = |s: &mut TcpStream,
-                                  keys: std::ops::Range<usize>,
-                                  gone: std::ops::Range<usize>| {
-                let mut req = Vec::new();
-                for i in keys {
-                    req.extend_from_slice(format!("set f{i:06} 0 0 100 noreply\r\n").as_bytes());
-                    req.extend_from_slice(&value);
-                    req.extend_from_slice(b"\r\n");
-                }
-                for i in gone {
-                    req.extend_from_slice(format!("delete f{i:06} noreply\r\n").as_bytes());
-                }
-                req.extend_from_slice(b"mn\r\n");
-                exchange(s, &req, b"MN\r\n").map(|_| ())
-            };
+            let set_and_delete =
+                |s: &mut TcpStream,
+                 keys: std::ops::Range<usize>,
+                 gone: &mut dyn Iterator<Item = usize>| {
+                    let mut req = Vec::new();
+                    for i in keys {
+                        req.extend_from_slice(
+                            format!("set f{i:06} 0 0 100 noreply\r\n").as_bytes(),
+                        );
+                        req.extend_from_slice(&value);
+                        req.extend_from_slice(b"\r\n");
+                    }
+                    for i in gone {
+                        req.extend_from_slice(format!("delete f{i:06} noreply\r\n").as_bytes());
+                    }
+                    req.extend_from_slice(b"mn\r\n");
+                    exchange(s, &req, b"MN\r\n").map(|_| ())
+                };
             let mut s = connect(port);
-            while set_and_delete(&mut s, 20_000..45_000, 20_000..45_000).is_err() {
+            // One in eight of these stays for the whole run: every page
+            // moved holds some items that must be rescued.
+            while set_and_delete(
+                &mut s,
+                20_000..45_000,
+                &mut (20_000..45_000).filter(|i| i % 8 != 0),
+            )
+            .is_err()
+            {
                 s = connect(port);
             }
             ready.store(true, Relaxed);
@@ -162,7 +174,7 @@ fn keep_pages_moving(port: u16, stop: Arc<AtomicBool>) -> u64 {
             while !stop.load(Relaxed) {
                 let base = (cycle % 20) * 1000;
                 let prev = ((cycle + 19) % 20) * 1000;
-                match set_and_delete(&mut s, base..base + 1000, prev..prev + 1000) {
+                match set_and_delete(&mut s, base..base + 1000, &mut (prev..prev + 1000)) {
                     Ok(()) => cycle += 1,
                     Err(_) => s = connect(port),
                 }
@@ -294,8 +306,8 @@ fn pages_moving_while_workers_die_lose_nothing() {
         keep_pages_moving,
     );
     assert!(s.kills >= 30, "only {} kills: {s:?}", s.kills);
-    assert!(accepted >= 10, "only {accepted} moves accepted");
-    assert!(stats["slabs_moved"] >= 10, "{stats:?}");
+    assert!(accepted >= 3, "only {accepted} moves accepted");
+    assert!(stats["slabs_moved"] >= 3, "{stats:?}");
     assert!(stats["slab_reassign_rescues"] > 0, "{stats:?}");
     println!(
         "moves accepted {accepted}, slabs_moved {}, rescues {}, evictions_nomem {}",

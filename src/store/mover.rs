@@ -35,9 +35,14 @@ const MIN_PAGES_FOR_SOURCE: u32 = 2;
 /// A class with this many pages' worth of free chunks, and no evictions or new
 /// pages for a whole window, gives one back to the pool (MIN_PAGES_FOR_RECLAIM).
 const MIN_PAGES_FOR_RECLAIM: f64 = 2.5;
-/// Ticks a waiting move is retried while items in its page are busy before it
-/// is dropped (a set in progress, a reader holding a stripe).
-const BUSY_TICKS: u32 = 100;
+/// Passes over a page a move makes while some of its items are busy (a set
+/// in progress, a reader holding a stripe) before it gives up.
+const BUSY_PASSES: u32 = 10;
+/// Chunks of a page the mover handles per tick, each slice under the class
+/// lock: a page is emptied over a few ticks, so that neither the class's
+/// stores nor worker 0's own connections wait for a whole page (a page of
+/// 100-byte items is ~6,000 chunks, a few milliseconds).
+const CHUNKS_PER_TICK: u32 = 1024;
 /// Mover ticks (100 ms) per automover decision: once a second, as memcached.
 const TICKS_PER_RUN: u64 = 10;
 
@@ -94,8 +99,23 @@ pub struct Automover {
     before: Vec<Seen>,
     /// Class-major: class `c`'s samples at `c * window ..`.
     samples: Vec<Sample>,
-    /// Ticks the waiting move has found its page busy.
-    busy_ticks: u32,
+    /// The page being emptied, if a move is under way.
+    drain: Option<Drain>,
+    /// Drains a dead predecessor left were undone (first tick).
+    started: bool,
+}
+
+/// A move under way: class `class` (0-based) empties `page`, next chunk
+/// `next`; then the page goes to `dst` (0 = the pool; else a 1-based class).
+#[derive(Debug, Clone, Copy)]
+struct Drain {
+    class: usize,
+    page: u32,
+    next: u32,
+    dst: usize,
+    release: bool,
+    busy: bool,
+    passes: u32,
 }
 
 impl Automover {
@@ -106,7 +126,8 @@ impl Automover {
             runs: 0,
             before: Vec::new(),
             samples: Vec::new(),
-            busy_ticks: 0,
+            drain: None,
+            started: false,
         }
     }
 }
@@ -212,18 +233,49 @@ impl Store {
             .saturating_sub(h.pool_pages.load(Relaxed))
     }
 
-    /// One tick (100 ms) of the mover, in worker slot 0: do the waiting
-    /// move, and once a second let the automover decide.
+    /// One tick (100 ms) of the mover, in worker slot 0: a slice of the move
+    /// under way or the start of the one waiting, and once a second the
+    /// automover's decision.
     pub fn mover_tick(&self, am: &mut Automover) {
+        if !am.started {
+            am.started = true;
+            for c in 0..self.classes.len() {
+                if self.class(c).draining.load(Relaxed) != NONE {
+                    let _g = self.lock_class(c);
+                    self.abort_drain(c);
+                }
+            }
+        }
         let h = self.header();
-        let m = h.move_request.load(Relaxed);
-        if m != 0 {
+        if let Some(d) = &mut am.drain {
+            if self.drain_step(d) != Moved::Busy {
+                am.drain = None;
+                h.move_request.store(0, Relaxed);
+            }
+        } else if let m @ 1.. = h.move_request.load(Relaxed) {
             let (src, dst) = decode_move(m);
-            match self.move_page(src, dst) {
-                Moved::Busy if am.busy_ticks < BUSY_TICKS => am.busy_ticks += 1,
-                _ => {
-                    am.busy_ticks = 0;
-                    h.move_request.store(0, Relaxed);
+            if src == 0 {
+                if dst != 0 && self.adopt_pool_page(dst - 1) {
+                    self.counters().incr(Counter::slabs_moved);
+                }
+                h.move_request.store(0, Relaxed);
+            } else {
+                // Over cache_memlimit a class may give its last page, the
+                // one it carves included; otherwise it keeps one.
+                let last_too = self.pages_in_use() > self.page_limit();
+                match self.begin_drain(src - 1, last_too) {
+                    Some(page) => {
+                        am.drain = Some(Drain {
+                            class: src - 1,
+                            page,
+                            next: 0,
+                            dst,
+                            release: dst == 0,
+                            busy: false,
+                            passes: 0,
+                        })
+                    }
+                    None => h.move_request.store(0, Relaxed),
                 }
             }
         }
@@ -233,116 +285,225 @@ impl Store {
         }
     }
 
-    /// Move one page from `src` to `dst` (0 = the pool; classes 1-based).
-    pub(super) fn move_page(&self, src: usize, dst: usize) -> Moved {
-        let now = unix_now();
-        if src != 0 {
-            let c = src - 1;
-            let _g = self.lock_class(c);
-            // Over cache_memlimit a class may give its last page, the one it
-            // carves included; otherwise it keeps one.
-            let last_too = self.pages_in_use() > self.page_limit();
-            if let Err(e) = self.empty_page(c, dst == 0, now, last_too) {
-                return e;
-            }
-        } else if self.pool_pages() == 0 {
-            return Moved::Nothing;
+    /// Start emptying a page of class `c`: the first one it is not carving
+    /// (or, with `last_too`, that one if it has no other). Its chunks leave
+    /// the free list and the class's `draining` names it.
+    fn begin_drain(&self, c: usize, last_too: bool) -> Option<u32> {
+        let _g = self.lock_class(c);
+        let class = self.class(c);
+        let min_pages = if last_too { 1 } else { MIN_PAGES_TO_GIVE };
+        if class.pages.load(Relaxed) < min_pages || class.draining.load(Relaxed) != NONE {
+            return None;
         }
-        // From the pool, the move is the adoption; from a class, the page is
-        // in the pool now whatever becomes of it.
-        if dst != 0 && !self.adopt_pool_page(dst - 1) && src == 0 {
-            return Moved::Nothing;
+        let page = self.page_to_empty(c, last_too)?;
+        let (first, last) = self.page_chunks(c, page);
+        let mut kept = Vec::new();
+        let mut id = class.free_head.load(Relaxed);
+        while id != 0 && self.valid_id(id) {
+            if !(first..=last).contains(&id) {
+                kept.push(id);
+            }
+            id = self.item(id).next.load(Relaxed);
+        }
+        class.free_head.store(0, Relaxed);
+        for &id in kept.iter().rev() {
+            self.push_free(c, id);
+        }
+        if class.cur_page.load(Relaxed) == page {
+            class.cur_page.store(NONE, Relaxed);
+        }
+        class.draining.store(page, Relaxed);
+        Some(page)
+    }
+
+    /// The next slice of the move under way. `Busy`: more to do (or busy
+    /// items to retry); `Done`: the page is in the pool or its new class;
+    /// `Nothing`: the move was undone (busy too long, or the class rebuilt
+    /// after a crash).
+    fn drain_step(&self, d: &mut Drain) -> Moved {
+        let c = d.class;
+        {
+            let _g = self.lock_class(c);
+            let class = self.class(c);
+            if class.draining.load(Relaxed) != d.page {
+                return Moved::Nothing;
+            }
+            let per_page = class.per_page.load(Relaxed);
+            let end = (d.next + CHUNKS_PER_TICK).min(per_page);
+            let now = unix_now();
+            let (oldest_live, oldest_cas) = self.flush_marks();
+            for idx in d.next..end {
+                let id = self.chunk_id(c, d.page, idx);
+                if !self.clear_chunk(c, id, now, (oldest_live, oldest_cas), None) {
+                    d.busy = true;
+                }
+            }
+            d.next = end;
+            if end < per_page {
+                return Moved::Busy;
+            }
+            if d.busy {
+                d.passes += 1;
+                if d.passes >= BUSY_PASSES {
+                    self.abort_drain(c);
+                    return Moved::Nothing;
+                }
+                (d.next, d.busy) = (0, false);
+                return Moved::Busy;
+            }
+            class.draining.store(NONE, Relaxed);
+            self.to_pool(c, d.page, d.release);
+        }
+        if d.dst != 0 {
+            self.adopt_pool_page(d.dst - 1);
         }
         self.counters().incr(Counter::slabs_moved);
         Moved::Done
     }
 
-    /// Empty a page of class `c` (class lock held) and put it in the pool;
-    /// `release` gives its memory back to the system. The page is the first
-    /// of the class's that it is not carving.
+    /// Give up the move under way of class `c` (class lock held): the
+    /// page's free chunks go back on the free list.
+    fn abort_drain(&self, c: usize) {
+        let class = self.class(c);
+        let page = class.draining.swap(NONE, Relaxed);
+        if page == NONE {
+            return;
+        }
+        for idx in (0..class.per_page.load(Relaxed)).rev() {
+            let id = self.chunk_id(c, page, idx);
+            if self.item(id).state() == FREE {
+                self.push_free(c, id);
+            }
+        }
+    }
+
+    /// The first and last chunk ids of `page` in class `c`.
+    fn page_chunks(&self, c: usize, page: u32) -> (u32, u32) {
+        let per_page = self.class(c).per_page.load(Relaxed);
+        (
+            self.chunk_id(c, page, 0),
+            self.chunk_id(c, page, per_page - 1),
+        )
+    }
+
+    /// The page of class `c` to empty: the first it neither carves nor is
+    /// already emptying; with `last_too`, the one it carves when it has no
+    /// other.
+    fn page_to_empty(&self, c: usize, last_too: bool) -> Option<u32> {
+        let class = self.class(c);
+        let cur = class.cur_page.load(Relaxed);
+        let draining = class.draining.load(Relaxed);
+        let used = self.pages_used();
+        let owned = |p: u32| self.page_class(p).load(Relaxed) == c as u8 + 1;
+        (0..used)
+            .find(|&p| p != cur && p != draining && owned(p))
+            .or_else(|| (last_too && cur != NONE && cur < used && owned(cur)).then_some(cur))
+    }
+
+    /// Free chunk `id` of class `c` (class lock held): a live item is copied
+    /// into a free chunk elsewhere in the class (from `spare` if given, else
+    /// the free list), or evicted when there is none; a dead one is dropped.
+    /// The chunk is then FREE and off the free list. False if it is busy
+    /// (being written, or its stripe is held).
+    fn clear_chunk(
+        &self,
+        c: usize,
+        id: u32,
+        now: u32,
+        (oldest_live, oldest_cas): (u32, u64),
+        mut spare: Option<&mut Vec<u32>>,
+    ) -> bool {
+        let class = self.class(c);
+        let counters = &self.slot().counters;
+        let it = self.item(id);
+        match it.state() {
+            LINKED => {}
+            INFLIGHT => {
+                counters.incr(Counter::slab_reassign_busy_items);
+                return false;
+            }
+            _ => return true,
+        }
+        let hash = it.hash.load(Relaxed);
+        let Some(got) = self.stripe_for(hash).try_lock() else {
+            counters.incr(Counter::slab_reassign_busy_items);
+            return false;
+        };
+        let _s = got.repaired_trivially();
+        let dead = it.is_dead(now, oldest_live, oldest_cas);
+        if !dead && self.chain_contains(hash, id) {
+            let to = match spare.as_mut() {
+                Some(spare) => spare.pop(),
+                None => self.pop_free(c),
+            };
+            if let Some(to) = to {
+                self.rescue(c, id, to, hash);
+                counters.incr(Counter::slab_reassign_rescues);
+                return true;
+            }
+            counters.incr(Counter::slab_reassign_evictions_nomem);
+        }
+        if self.unlink_from_chain(hash, id) {
+            self.sizes_remove(it);
+        }
+        class.curr_items.fetch_sub(1, Relaxed);
+        class
+            .bytes
+            .fetch_sub(it.total_size().min(class.bytes.load(Relaxed)), Relaxed);
+        self.lru_unlink(c, id);
+        it.word.store(FREE, Relaxed);
+        true
+    }
+
+    /// An emptied page of class `c` (class lock held: every chunk FREE and
+    /// off the free list) goes to the pool; `release` gives its memory back.
+    fn to_pool(&self, c: usize, page: u32, release: bool) {
+        let class = self.class(c);
+        if class.cur_page.load(Relaxed) == page {
+            class.cur_page.store(NONE, Relaxed);
+        }
+        if release {
+            self.release_page(page);
+        }
+        let _p = self.lock_pool();
+        class.pages.fetch_sub(1, Relaxed);
+        self.page_class(page).store(POOL, Relaxed);
+        self.header().pool_pages.fetch_add(1, Relaxed);
+    }
+
+    /// Empty a page of class `c` at once (class lock held) and put it in the
+    /// pool, for a class that has no page (see `page_for_empty_class`).
     /// `last_too`: the class may give its last page, the one it carves
     /// included.
-    fn empty_page(&self, c: usize, release: bool, now: u32, last_too: bool) -> Result<u32, Moved> {
+    fn empty_page(&self, c: usize, now: u32, last_too: bool) -> Result<u32, Moved> {
         let class = self.class(c);
         let min_pages = if last_too { 1 } else { MIN_PAGES_TO_GIVE };
         if class.pages.load(Relaxed) < min_pages {
             return Err(Moved::Nothing);
         }
-        let cur = class.cur_page.load(Relaxed);
-        let used = self.pages_used();
-        let owned = |p: u32| self.page_class(p).load(Relaxed) == c as u8 + 1;
-        let Some(page) = (0..used)
-            .find(|&p| p != cur && owned(p))
-            .or_else(|| (last_too && cur != NONE && cur < used && owned(cur)).then_some(cur))
-        else {
-            return Err(Moved::Nothing);
-        };
-        let per_page = class.per_page.load(Relaxed);
-        // Chunks past `end` of the page being carved were never handed out.
-        let end = if page == cur {
-            class.cur_next.load(Relaxed).min(per_page)
-        } else {
-            per_page
-        };
-        let first = self.chunk_id(c, page, 0);
-        let last = self.chunk_id(c, page, per_page - 1);
-        let in_page = |id: u32| (first..=last).contains(&id);
+        let page = self.page_to_empty(c, last_too).ok_or(Moved::Nothing)?;
+        let (first, last) = self.page_chunks(c, page);
         // The free chunks elsewhere, in list order: room for rescues.
         let mut spare = Vec::new();
         let mut id = class.free_head.load(Relaxed);
         while id != 0 && self.valid_id(id) {
-            if !in_page(id) {
+            if !(first..=last).contains(&id) {
                 spare.push(id);
             }
             id = self.item(id).next.load(Relaxed);
         }
         spare.reverse();
-        let (oldest_live, oldest_cas) = self.flush_marks();
-        let counters = &self.slot().counters;
+        let marks = self.flush_marks();
         let mut busy = false;
-        for idx in 0..end {
+        for idx in 0..class.per_page.load(Relaxed) {
             let id = self.chunk_id(c, page, idx);
-            let it = self.item(id);
-            match it.state() {
-                LINKED => {}
-                INFLIGHT => {
-                    busy = true;
-                    counters.incr(Counter::slab_reassign_busy_items);
-                    continue;
-                }
-                _ => continue,
-            }
-            let hash = it.hash.load(Relaxed);
-            let Some(got) = self.stripe_for(hash).try_lock() else {
-                busy = true;
-                counters.incr(Counter::slab_reassign_busy_items);
-                continue;
-            };
-            let _s = got.repaired_trivially();
-            let dead = it.is_dead(now, oldest_live, oldest_cas);
-            if !dead && self.chain_contains(hash, id) {
-                if let Some(to) = spare.pop() {
-                    self.rescue(c, id, to, hash);
-                    counters.incr(Counter::slab_reassign_rescues);
-                    continue;
-                }
-                counters.incr(Counter::slab_reassign_evictions_nomem);
-            }
-            if self.unlink_from_chain(hash, id) {
-                self.sizes_remove(it);
-            }
-            class.curr_items.fetch_sub(1, Relaxed);
-            class
-                .bytes
-                .fetch_sub(it.total_size().min(class.bytes.load(Relaxed)), Relaxed);
-            self.lru_unlink(c, id);
-            it.word.store(FREE, Relaxed);
+            busy |= !self.clear_chunk(c, id, now, marks, Some(&mut spare));
         }
-        // The free list again: the spare chunks left, and if the move must
-        // wait, the page's free chunks too.
+        // The free list again: the spare chunks left, and if some item was
+        // busy, the page's free chunks too.
         class.free_head.store(0, Relaxed);
         if busy {
-            for idx in (0..end).rev() {
+            for idx in (0..class.per_page.load(Relaxed)).rev() {
                 let id = self.chunk_id(c, page, idx);
                 if self.item(id).state() == FREE {
                     self.push_free(c, id);
@@ -355,16 +516,7 @@ impl Store {
         if busy {
             return Err(Moved::Busy);
         }
-        if cur == page {
-            class.cur_page.store(NONE, Relaxed);
-        }
-        if release {
-            self.release_page(page);
-        }
-        let _p = self.lock_pool();
-        class.pages.fetch_sub(1, Relaxed);
-        self.page_class(page).store(POOL, Relaxed);
-        self.header().pool_pages.fetch_add(1, Relaxed);
+        self.to_pool(c, page, false);
         Ok(page)
     }
 
@@ -408,7 +560,7 @@ impl Store {
             },
         };
         let _g = self.lock_class(d);
-        if self.empty_page(d, false, unix_now(), last_too).is_ok() {
+        if self.empty_page(d, unix_now(), last_too).is_ok() {
             self.counters().incr(Counter::slabs_moved);
         }
     }
@@ -722,6 +874,17 @@ mod tests {
         s.class(class - 1).pages.load(Relaxed)
     }
 
+    /// Tick the mover until the requested move is over.
+    fn settle(s: &Store, am: &mut Automover) {
+        for _ in 0..1000 {
+            if !s.reassign_running() {
+                return;
+            }
+            s.mover_tick(am);
+        }
+        panic!("the move did not end");
+    }
+
     /// The rebuild from chunk states agrees with the lists the move left.
     fn consistent(s: &Store) {
         let before: Vec<_> = (0..s.class_count())
@@ -765,7 +928,7 @@ mod tests {
         assert_eq!(s.request_reassign(small as i64, big as i64), Reassign::Ok);
         assert_eq!(s.request_reassign(small as i64, big as i64), Reassign::Busy);
         assert!(s.reassign_running());
-        s.mover_tick(&mut Automover::new(30));
+        settle(&s, &mut Automover::new(30));
         assert!(!s.reassign_running());
         assert_eq!(pages(&s, small), before - 1);
         assert_eq!(pages(&s, big), big_before + 1);
@@ -786,7 +949,7 @@ mod tests {
         let before = pages(&s, small);
         let items = s.items_and_bytes().0;
         assert_eq!(s.request_reassign(small as i64, 0), Reassign::Ok);
-        s.mover_tick(&mut Automover::new(30));
+        settle(&s, &mut Automover::new(30));
         assert_eq!(pages(&s, small), before - 1);
         assert_eq!(s.pool_pages(), 1);
         let lost = s.total(Counter::slab_reassign_evictions_nomem);
@@ -832,17 +995,23 @@ mod tests {
         let held_stripe = s.stripe_for(s.item(first).hash.load(Relaxed)).lock();
         assert_eq!(s.request_reassign(small as i64, 0), Reassign::Ok);
         let mut am = Automover::new(30);
-        s.mover_tick(&mut am);
+        // Two passes over the page: the held item stays busy.
+        for _ in 0..20 {
+            s.mover_tick(&mut am);
+        }
         assert!(s.reassign_running());
-        assert!(s.total(Counter::slab_reassign_busy_items) > 0);
+        assert!(s.total(Counter::slab_reassign_busy_items) >= 2);
         assert_eq!(s.total(Counter::slabs_moved), 0);
-        consistent(&s);
+        // Stores and deletes go on while the page is being emptied.
+        fill(&s, "x", 100, 100);
+        for i in 0..50 {
+            assert!(s.delete(format!("x{i:06}").as_bytes()));
+        }
         drop(held_stripe);
-        s.mover_tick(&mut am);
-        assert!(!s.reassign_running());
+        settle(&s, &mut am);
         assert_eq!(s.total(Counter::slabs_moved), 1);
         assert_eq!(
-            held(&s, "a", n, 100) as u64,
+            (held(&s, "a", n, 100) + held(&s, "x", 100, 100)) as u64,
             s.items_and_bytes().0,
             "every item counted is readable"
         );
@@ -970,6 +1139,35 @@ mod tests {
             }
         }
         assert!(s.pages_in_use() <= pages_total);
+        consistent(&s);
+        s.check_and_rebuild().unwrap();
+    }
+
+    #[test]
+    fn a_move_left_half_done_by_a_dead_mover_is_undone_and_started_again() {
+        let s = store(8);
+        let n = 20_000;
+        let small = fill(&s, "a", n, 100);
+        for i in (0..n).step_by(2) {
+            assert!(s.delete(format!("a{i:06}").as_bytes()));
+        }
+        assert_eq!(s.request_reassign(small as i64, 0), Reassign::Ok);
+        let mut dead = Automover::new(30);
+        s.mover_tick(&mut dead);
+        let class = s.class(small - 1);
+        let page = class.draining.load(Relaxed);
+        assert_ne!(page, NONE, "the first slice started the move");
+        drop(dead);
+        // Items freed in the page meanwhile stay off the free list...
+        fill(&s, "b", 10, 100);
+        // ...until the next mover undoes the half-done move and starts over.
+        let mut am = Automover::new(30);
+        s.mover_tick(&mut am);
+        settle(&s, &mut am);
+        assert_eq!(class.draining.load(Relaxed), NONE);
+        assert_eq!(s.total(Counter::slabs_moved), 1);
+        assert_eq!(s.total(Counter::slab_reassign_evictions_nomem), 0);
+        assert_eq!(held(&s, "a", n, 100), n / 2);
         consistent(&s);
         s.check_and_rebuild().unwrap();
     }

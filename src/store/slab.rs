@@ -39,6 +39,9 @@ pub struct SlabClass {
     /// Seconds between the last access of the most recently evicted item and
     /// its eviction (`stats items` evicted_time).
     pub evicted_time: AtomicU32,
+    /// Page the mover is emptying a slice at a time (NONE = none): its
+    /// chunks are off the free list, and a chunk freed in it stays off.
+    pub draining: AtomicU32,
 }
 
 /// One slab class as `stats slabs` and `stats items` show it.
@@ -69,6 +72,7 @@ impl SlabClass {
             c.chunk_size.store(chunk_size, Relaxed);
             c.per_page.store(per_page, Relaxed);
             c.cur_page.store(NONE, Relaxed);
+            c.draining.store(NONE, Relaxed);
         }
     }
 }
@@ -153,8 +157,18 @@ impl Store {
             .bytes
             .fetch_sub(it.total_size().min(class.bytes.load(Relaxed)), Relaxed);
         it.word.store(FREE, Relaxed);
+        if self.in_draining_page(c, id) {
+            return;
+        }
         it.next.store(class.free_head.load(Relaxed), Relaxed);
         class.free_head.store(id, Relaxed);
+    }
+
+    /// Whether chunk `id` of class `c` lies in the page the mover is
+    /// emptying.
+    pub(super) fn in_draining_page(&self, c: usize, id: u32) -> bool {
+        let page = self.class(c).draining.load(Relaxed);
+        page != NONE && ((id as u64 - 1) * 8 / self.layout.page_size) as u32 == page
     }
 
     /// Move a live item to the head of its LRU.
@@ -169,7 +183,7 @@ impl Store {
         it.time.store(now, Relaxed);
     }
 
-    fn pop_free(&self, c: usize) -> Option<u32> {
+    pub(super) fn pop_free(&self, c: usize) -> Option<u32> {
         let class = self.class(c);
         let id = class.free_head.load(Relaxed);
         if id == 0 {
@@ -231,7 +245,8 @@ impl Store {
             }
             let it = self.item(id);
             let prev = it.lru_prev.load(Relaxed);
-            if it.state() != LINKED {
+            // A chunk of the page being emptied is not handed out again.
+            if it.state() != LINKED || self.in_draining_page(c, id) {
                 looked += 1;
                 id = prev;
                 continue;
@@ -341,6 +356,9 @@ impl Store {
         let per_page = class.per_page.load(Relaxed);
         let cur_page = class.cur_page.load(Relaxed);
         let cur_next = class.cur_next.load(Relaxed).min(per_page);
+        // A page being emptied goes back to being an ordinary page: its free
+        // chunks join the list below, and the mover starts over.
+        class.draining.store(NONE, Relaxed);
         class.free_head.store(0, Relaxed);
         class.lru_head.store(0, Relaxed);
         class.lru_tail.store(0, Relaxed);
