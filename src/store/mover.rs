@@ -270,7 +270,10 @@ impl Store {
                             page,
                             next: 0,
                             dst,
-                            release: dst == 0,
+                            // Memory leaves the segment only to bring it
+                            // under cache_memlimit: a page the pool hands
+                            // out again would be faulted back in.
+                            release: dst == 0 && last_too,
                             busy: false,
                             passes: 0,
                         })
