@@ -654,6 +654,31 @@ fn size_histogram_is_shared_by_all_workers() {
     }
 }
 
+/// `-o track_sizes`: the histogram counts from the start, as memcached's
+/// (same bytes from both servers), and `stats settings` says so.
+#[test]
+fn track_sizes_counts_from_the_start_as_memcached() {
+    let theirs = Server::memcached(&["-o", "track_sizes"]);
+    let ours = Server::shmcached(&["-o", "track_sizes"]);
+    let mut replies = Vec::new();
+    for server in [&theirs, &ours] {
+        let mut c = server.connect();
+        let mut got = c.roundtrip(b"stats sizes\r\n");
+        for (key, flags, len) in [("a", 0, 5), ("bb", 7, 300), ("ccc", 0, 3000), ("a", 0, 6)] {
+            let set = format!("set {key} {flags} 0 {len}\r\n{}\r\n", "v".repeat(len));
+            assert_eq!(c.roundtrip(set.as_bytes()), b"STORED\r\n");
+        }
+        got.extend(c.roundtrip(b"stats sizes\r\n"));
+        assert_eq!(c.roundtrip(b"delete bb\r\n"), b"DELETED\r\n");
+        got.extend(c.roundtrip(b"stats sizes\r\n"));
+        let settings = parse_stats(&c.roundtrip(b"stats settings\r\n"));
+        assert_eq!(settings["track_sizes"], "yes", "{}", server.command_line());
+        replies.push(String::from_utf8_lossy(&got).into_owned());
+    }
+    assert_eq!(replies[1], replies[0]);
+    assert!(replies[1].contains("STAT 96 1"), "{}", replies[1]);
+}
+
 /// Keys of each prefix, spread over many connections: (key, command).
 fn detail_traffic() -> Vec<Vec<u8>> {
     let mut reqs = Vec::new();

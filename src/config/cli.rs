@@ -236,6 +236,11 @@ fn suboptions(list: &str, flags: &mut RawSettings) -> Result<(), ConfigError> {
         let number = match key {
             // Page moves are always on, as memcached's default since 1.5.
             "slab_reassign" => continue,
+            // memcached ignores a value here.
+            "track_sizes" => {
+                flags.track_sizes = Some(switch(&format!("-o {token}"), true));
+                continue;
+            }
             // memcached: no value is level 1.
             "slab_automove" => {
                 let value = value.unwrap_or("1");
@@ -448,6 +453,8 @@ usage: shmcached [options] [num_elements [element_size]]
                           this fraction of the others' (default: 0.8)
    - slab_automove_window: seconds of history the automover judges by
                           (default: 30)
+   - track_sizes:         the item size histogram (stats sizes) counts from the
+                          start
    - accepted and ignored (memcached internals that shmcached does not have):
                           {ignored}
 --config=<file>           read settings from a TOML file; flags override it
@@ -748,6 +755,7 @@ mod tests {
             (&["-o", "slab_automove_ratio=1"], |s| {
                 s.slab_automove_ratio = 1.0
             }),
+            (&["-o", "track_sizes"], |s| s.track_sizes = true),
             (&["-o", "slab_automove_window=3"], |s| {
                 s.slab_automove_window = 3
             }),
@@ -1235,6 +1243,7 @@ mod tests {
                 "slab_automove",
                 "slab_automove_ratio",
                 "slab_automove_window",
+                "track_sizes",
             ] {
                 assert!(text.contains(flag), "help lacks {flag}");
             }

@@ -38,6 +38,7 @@ const KEYS: &[(&str, &[&str])] = &[
     ("slab_automove", INTEGER),
     ("slab_automove_ratio", FLOAT),
     ("slab_automove_window", INTEGER),
+    ("track_sizes", BOOLEAN),
     ("verbosity", INTEGER),
     ("cas_enabled", BOOLEAN),
     ("flush_enabled", BOOLEAN),
@@ -80,6 +81,7 @@ struct FileSettings {
     slab_automove: Option<Spanned<i64>>,
     slab_automove_ratio: Option<Spanned<f64>>,
     slab_automove_window: Option<Spanned<i64>>,
+    track_sizes: Option<Spanned<bool>>,
     verbosity: Option<Spanned<i64>>,
     cas_enabled: Option<Spanned<bool>>,
     flush_enabled: Option<Spanned<bool>>,
@@ -309,6 +311,7 @@ impl Document<'_> {
             slab_automove: self.given("slab_automove", f.slab_automove),
             slab_automove_ratio: self.given("slab_automove_ratio", f.slab_automove_ratio),
             slab_automove_window: self.given("slab_automove_window", f.slab_automove_window),
+            track_sizes: self.given("track_sizes", f.track_sizes),
             verbosity: self.given("verbosity", f.verbosity),
             cas_enabled: self.given("cas_enabled", f.cas_enabled),
             flush_enabled: self.given("flush_enabled", f.flush_enabled),
@@ -465,6 +468,7 @@ mod tests {
             ("slab_automove_ratio = 0.5", |s| s.slab_automove_ratio = 0.5),
             ("slab_automove_ratio = 1.0", |s| s.slab_automove_ratio = 1.0),
             ("slab_automove_window = 3", |s| s.slab_automove_window = 3),
+            ("track_sizes = true", |s| s.track_sizes = true),
             ("protocol = \"ascii\"", |s| s.protocol = Dialect::Ascii),
             ("protocol = \"binary\"", |s| s.protocol = Dialect::Binary),
             ("reqs_per_event = 5", |s| s.reqs_per_event = 5),
@@ -586,7 +590,7 @@ mod tests {
     fn errors() {
         let unknown = "(expected one of: port, unix_socket, unix_socket_mode, listen, memory_limit_mb, evictions, \
                        max_connections, workers, max_workers, item_size_max, growth_factor, chunk_size, \
-                       slab_automove, slab_automove_ratio, slab_automove_window, verbosity, \
+                       slab_automove, slab_automove_ratio, slab_automove_window, track_sizes, verbosity, \
                        cas_enabled, \
                        flush_enabled, shutdown_enabled, backlog, protocol, reqs_per_event, \
                        pid_file, user, auth_file, memory_file, drain_timeout_secs, \

@@ -63,6 +63,9 @@ pub struct Settings {
     pub slab_automove_ratio: f64,
     /// `-o slab_automove_window`: seconds of history the automover judges by (30).
     pub slab_automove_window: u32,
+    /// `-o track_sizes`: the item size histogram counts from the start, as
+    /// after `stats sizes_enable` (not with `-C`, as memcached).
+    pub track_sizes: bool,
     /// `-v` count (0..=3).
     pub verbosity: u8,
     /// `-C` clears it.
@@ -126,6 +129,7 @@ impl Default for Settings {
             slab_automove: 1,
             slab_automove_ratio: 0.8,
             slab_automove_window: 30,
+            track_sizes: false,
             verbosity: 0,
             cas_enabled: true,
             flush_enabled: true,

@@ -97,6 +97,7 @@ pub(crate) struct RawSettings {
     pub slab_automove: Option<Given<i64>>,
     pub slab_automove_ratio: Option<Given<f64>>,
     pub slab_automove_window: Option<Given<i64>>,
+    pub track_sizes: Option<Given<bool>>,
     pub verbosity: Option<Given<i64>>,
     pub cas_enabled: Option<Given<bool>>,
     pub flush_enabled: Option<Given<bool>>,
@@ -138,6 +139,7 @@ impl RawSettings {
             slab_automove: top.slab_automove.or(self.slab_automove),
             slab_automove_ratio: top.slab_automove_ratio.or(self.slab_automove_ratio),
             slab_automove_window: top.slab_automove_window.or(self.slab_automove_window),
+            track_sizes: top.track_sizes.or(self.track_sizes),
             verbosity: top.verbosity.or(self.verbosity),
             cas_enabled: top.cas_enabled.or(self.cas_enabled),
             flush_enabled: top.flush_enabled.or(self.flush_enabled),
@@ -240,6 +242,9 @@ impl RawSettings {
                 return Err(g.origin.error("slab_automove_ratio must be > 0 and < 1"));
             }
             s.slab_automove_ratio = g.value;
+        }
+        if let Some(g) = &self.track_sizes {
+            s.track_sizes = g.value;
         }
         if let Some(g) = &self.slab_automove_window {
             if g.value <= 2 {

@@ -301,6 +301,9 @@ impl Supervisor {
         // The segment keeps what a client set last; a start (cold, warm or an
         // upgrade) begins from the settings.
         apply_automove(&store, &settings);
+        if settings.track_sizes {
+            apply_track_sizes(&store, &settings);
+        }
         if let Some(path) = &settings.pid_file {
             std::fs::write(path, format!("{}\n", std::process::id()))
                 .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?;
@@ -715,7 +718,12 @@ impl Supervisor {
             self.settings.slab_automove,
             self.settings.slab_automove_ratio,
         );
+        let track_sizes = self.settings.track_sizes;
         self.settings = plan.settings;
+        if self.settings.track_sizes != track_sizes {
+            // As a client's `stats sizes_enable` / `sizes_disable` would.
+            apply_track_sizes(self.store(), &self.settings);
+        }
         if (
             self.settings.slab_automove,
             self.settings.slab_automove_ratio,
@@ -1292,6 +1300,16 @@ fn store_params(settings: &Settings, slots: u32) -> StoreParams {
 fn apply_automove(store: &Store, settings: &Settings) {
     store.set_automove(settings.slab_automove);
     store.set_automove_ratio(settings.slab_automove_ratio);
+}
+
+/// `-o track_sizes`: the histogram on, as `stats sizes_enable` turns it on
+/// (already on after an upgrade: left as it is). With `-C` it stays off.
+fn apply_track_sizes(store: &Store, settings: &Settings) {
+    if settings.track_sizes {
+        store.sizes_enable();
+    } else {
+        store.sizes_disable();
+    }
 }
 
 /// A private segment, or (`-e`) the memory file, attached if a previous

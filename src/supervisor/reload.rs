@@ -3,7 +3,7 @@
 //! - **live**: verbosity, `-c`, `-R`, `idle_timeout` go through the segment's
 //!   header; every worker loads them at its next tick; `slab_automove` and
 //!   `slab_automove_ratio` are set in the segment as a client's `slabs automove`
-//!   would;
+//!   would, `track_sizes` as `stats sizes_enable` / `sizes_disable` would;
 //! - **workers** (`-t`), within the slots made at start (`max_workers`): new
 //!   slots get a worker, surplus workers pass their connections on and stop;
 //! - **fixed**: what the segment's layout, the sockets or the process identity
@@ -118,6 +118,7 @@ pub fn plan(running: &Settings, mut wanted: Settings) -> Plan {
         idle_timeout => "idle_timeout",
         slab_automove => "slab_automove",
         slab_automove_ratio => "slab_automove_ratio",
+        track_sizes => "track_sizes",
         workers => "workers",
     );
 
@@ -129,6 +130,7 @@ pub fn plan(running: &Settings, mut wanted: Settings) -> Plan {
     forked_with.idle_timeout = wanted.idle_timeout;
     forked_with.slab_automove = wanted.slab_automove;
     forked_with.slab_automove_ratio = wanted.slab_automove_ratio;
+    forked_with.track_sizes = wanted.track_sizes;
     forked_with.workers = wanted.workers;
     forked_with.max_workers = wanted.max_workers;
     let roll = forked_with != wanted;
@@ -169,6 +171,7 @@ mod tests {
         wanted.idle_timeout = Duration::from_secs(30);
         wanted.slab_automove = 2;
         wanted.slab_automove_ratio = 0.5;
+        wanted.track_sizes = true;
         wanted.workers = 4;
         let p = plan(&running(), wanted.clone());
         assert_eq!(p.settings, wanted);
@@ -182,6 +185,7 @@ mod tests {
                 "idle_timeout",
                 "slab_automove",
                 "slab_automove_ratio",
+                "track_sizes",
                 "workers"
             ]
         );
