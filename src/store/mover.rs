@@ -299,19 +299,9 @@ impl Store {
             return None;
         }
         let page = self.page_to_empty(c, last_too)?;
-        let (first, last) = self.page_chunks(c, page);
-        let mut kept = Vec::new();
-        let mut id = class.free_head.load(Relaxed);
-        while id != 0 && self.valid_id(id) {
-            if !(first..=last).contains(&id) {
-                kept.push(id);
-            }
-            id = self.item(id).next.load(Relaxed);
-        }
-        class.free_head.store(0, Relaxed);
-        for &id in kept.iter().rev() {
-            self.push_free(c, id);
-        }
+        self.unlist_page(c, page);
+        // Its uncarved end, if any, now joins the free list only if the move
+        // is undone (abort_drain), the page no longer being carved.
         if class.cur_page.load(Relaxed) == page {
             class.cur_page.store(NONE, Relaxed);
         }
@@ -337,7 +327,7 @@ impl Store {
             let (oldest_live, oldest_cas) = self.flush_marks();
             for idx in d.next..end {
                 let id = self.chunk_id(c, d.page, idx);
-                if !self.clear_chunk(c, id, now, (oldest_live, oldest_cas), None) {
+                if !self.clear_chunk(c, id, now, (oldest_live, oldest_cas)) {
                     d.busy = true;
                 }
             }
@@ -380,13 +370,25 @@ impl Store {
         }
     }
 
-    /// The first and last chunk ids of `page` in class `c`.
-    fn page_chunks(&self, c: usize, page: u32) -> (u32, u32) {
-        let per_page = self.class(c).per_page.load(Relaxed);
-        (
-            self.chunk_id(c, page, 0),
-            self.chunk_id(c, page, per_page - 1),
-        )
+    /// Take `page`'s chunks off class `c`'s free list (class lock held): the
+    /// listed ones are its carved FREE chunks, each unlinked in place.
+    /// Returns how many of its chunks were handed out (all but the uncarved
+    /// end of the page being carved).
+    fn unlist_page(&self, c: usize, page: u32) -> u32 {
+        let class = self.class(c);
+        let per_page = class.per_page.load(Relaxed);
+        let listed = if class.cur_page.load(Relaxed) == page {
+            class.cur_next.load(Relaxed).min(per_page)
+        } else {
+            per_page
+        };
+        for idx in 0..listed {
+            let id = self.chunk_id(c, page, idx);
+            if self.item(id).state() == FREE {
+                self.unlink_free(c, id);
+            }
+        }
+        listed
     }
 
     /// The page of class `c` to empty: the first it neither carves nor is
@@ -404,8 +406,8 @@ impl Store {
     }
 
     /// Free chunk `id` of class `c` (class lock held): a live item is copied
-    /// into a free chunk elsewhere in the class (from `spare` if given, else
-    /// the free list), or evicted when there is none; a dead one is dropped.
+    /// into a free chunk elsewhere in the class (the page's own are off the
+    /// free list), or evicted when there is none; a dead one is dropped.
     /// The chunk is then FREE and off the free list. False if it is busy
     /// (being written, or its stripe is held).
     fn clear_chunk(
@@ -414,7 +416,6 @@ impl Store {
         id: u32,
         now: u32,
         (oldest_live, oldest_cas): (u32, u64),
-        mut spare: Option<&mut Vec<u32>>,
     ) -> bool {
         let class = self.class(c);
         let counters = &self.slot().counters;
@@ -435,11 +436,7 @@ impl Store {
         let _s = got.repaired_trivially();
         let dead = it.is_dead(now, oldest_live, oldest_cas);
         if !dead && self.chain_contains(hash, id) {
-            let to = match spare.as_mut() {
-                Some(spare) => spare.pop(),
-                None => self.pop_free(c),
-            };
-            if let Some(to) = to {
+            if let Some(to) = self.pop_free(c) {
                 self.rescue(c, id, to, hash);
                 counters.incr(Counter::slab_reassign_rescues);
                 return true;
@@ -485,38 +482,22 @@ impl Store {
             return Err(Moved::Nothing);
         }
         let page = self.page_to_empty(c, last_too).ok_or(Moved::Nothing)?;
-        let (first, last) = self.page_chunks(c, page);
-        // The free chunks elsewhere, in list order: room for rescues.
-        let mut spare = Vec::new();
-        let mut id = class.free_head.load(Relaxed);
-        while id != 0 && self.valid_id(id) {
-            if !(first..=last).contains(&id) {
-                spare.push(id);
-            }
-            id = self.item(id).next.load(Relaxed);
-        }
-        spare.reverse();
+        let listed = self.unlist_page(c, page);
         let marks = self.flush_marks();
         let mut busy = false;
-        for idx in 0..class.per_page.load(Relaxed) {
+        for idx in 0..listed {
             let id = self.chunk_id(c, page, idx);
-            busy |= !self.clear_chunk(c, id, now, marks, Some(&mut spare));
+            busy |= !self.clear_chunk(c, id, now, marks);
         }
-        // The free list again: the spare chunks left, and if some item was
-        // busy, the page's free chunks too.
-        class.free_head.store(0, Relaxed);
         if busy {
-            for idx in (0..class.per_page.load(Relaxed)).rev() {
+            // Back to an ordinary page: its handed-out free chunks on the list
+            // again (it may still be the page being carved).
+            for idx in (0..listed).rev() {
                 let id = self.chunk_id(c, page, idx);
                 if self.item(id).state() == FREE {
                     self.push_free(c, id);
                 }
             }
-        }
-        for &id in &spare {
-            self.push_free(c, id);
-        }
-        if busy {
             return Err(Moved::Busy);
         }
         self.to_pool(c, page, false);
@@ -667,14 +648,6 @@ impl Store {
         h.pool_pages.fetch_sub(1, Relaxed);
         class.pages.fetch_add(1, Relaxed);
         Some(page)
-    }
-
-    fn push_free(&self, c: usize, id: u32) {
-        let class = self.class(c);
-        self.item(id)
-            .next
-            .store(class.free_head.load(Relaxed), Relaxed);
-        class.free_head.store(id, Relaxed);
     }
 
     /// The pool lock; a holder that died leaves a count the page table
@@ -890,6 +863,22 @@ mod tests {
 
     /// The rebuild from chunk states agrees with the lists the move left.
     fn consistent(s: &Store) {
+        // The lists as the move left them: every free chunk FREE, each back
+        // link the chunk before it.
+        for c in 0..s.class_count() {
+            let mut prev = 0;
+            let mut id = s.class(c).free_head.load(Relaxed);
+            while id != 0 {
+                assert_eq!(s.item(id).state(), FREE);
+                assert_eq!(
+                    s.item(id).lru_prev.load(Relaxed),
+                    prev,
+                    "class {c}: back link"
+                );
+                prev = id;
+                id = s.item(id).next.load(Relaxed);
+            }
+        }
         let before: Vec<_> = (0..s.class_count())
             .map(|c| s.class_snapshot(c, unix_now()))
             .collect();
@@ -905,13 +894,6 @@ mod tests {
                 (a.pages, a.used_chunks, a.bytes),
                 "class {c}"
             );
-        }
-        for c in 0..s.class_count() {
-            let mut id = s.class(c).free_head.load(Relaxed);
-            while id != 0 {
-                assert_eq!(s.item(id).state(), FREE);
-                id = s.item(id).next.load(Relaxed);
-            }
         }
     }
 

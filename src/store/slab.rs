@@ -160,8 +160,43 @@ impl Store {
         if self.in_draining_page(c, id) {
             return;
         }
-        it.next.store(class.free_head.load(Relaxed), Relaxed);
+        self.push_free(c, id);
+    }
+
+    /// Put FREE chunk `id` at the head of class `c`'s free list. The list is
+    /// doubly linked, forward through `next` and back through `lru_prev`
+    /// (a free chunk is in no LRU), so that a page move takes its chunks off
+    /// it without walking it.
+    pub(super) fn push_free(&self, c: usize, id: u32) {
+        let class = self.class(c);
+        let it = self.item(id);
+        let head = class.free_head.load(Relaxed);
+        it.next.store(head, Relaxed);
+        it.lru_prev.store(0, Relaxed);
+        it.lru_next.store(0, Relaxed);
+        if head != 0 {
+            self.item(head).lru_prev.store(id, Relaxed);
+        }
         class.free_head.store(id, Relaxed);
+    }
+
+    /// Take FREE chunk `id` off class `c`'s free list, if it is on it.
+    pub(super) fn unlink_free(&self, c: usize, id: u32) {
+        let class = self.class(c);
+        let it = self.item(id);
+        let (prev, next) = (it.lru_prev.load(Relaxed), it.next.load(Relaxed));
+        if prev != 0 {
+            self.item(prev).next.store(next, Relaxed);
+        } else if class.free_head.load(Relaxed) == id {
+            class.free_head.store(next, Relaxed);
+        } else {
+            return;
+        }
+        if next != 0 && self.valid_id(next) {
+            self.item(next).lru_prev.store(prev, Relaxed);
+        }
+        it.next.store(0, Relaxed);
+        it.lru_prev.store(0, Relaxed);
     }
 
     /// Whether chunk `id` of class `c` lies in the page the mover is
@@ -190,7 +225,12 @@ impl Store {
             return None;
         }
         let it = self.item(id);
-        class.free_head.store(it.next.load(Relaxed), Relaxed);
+        let next = it.next.load(Relaxed);
+        class.free_head.store(next, Relaxed);
+        if next != 0 && self.valid_id(next) {
+            self.item(next).lru_prev.store(0, Relaxed);
+        }
+        it.lru_prev.store(0, Relaxed);
         Some(id)
     }
 
@@ -382,8 +422,7 @@ impl Store {
                 it.lru_prev.store(0, Relaxed);
                 it.lru_next.store(0, Relaxed);
                 if it.state() == FREE {
-                    it.next.store(class.free_head.load(Relaxed), Relaxed);
-                    class.free_head.store(id, Relaxed);
+                    self.push_free(c, id);
                 } else {
                     live.push((it.time.load(Relaxed), id));
                     bytes += it.total_size().min(class.chunk_size.load(Relaxed) as u64);
