@@ -294,8 +294,7 @@ impl Store {
     fn begin_drain(&self, c: usize, last_too: bool) -> Option<u32> {
         let _g = self.lock_class(c);
         let class = self.class(c);
-        let min_pages = if last_too { 1 } else { MIN_PAGES_TO_GIVE };
-        if class.pages.load(Relaxed) < min_pages || class.draining.load(Relaxed) != NONE {
+        if class.draining.load(Relaxed) != NONE {
             return None;
         }
         let page = self.page_to_empty(c, last_too)?;
@@ -359,10 +358,16 @@ impl Store {
     fn abort_drain(&self, c: usize) {
         let class = self.class(c);
         let page = class.draining.swap(NONE, Relaxed);
-        if page == NONE {
-            return;
+        if page != NONE {
+            // No longer carved (begin_drain): all of it goes back.
+            self.relist_page(c, page, class.per_page.load(Relaxed));
         }
-        for idx in (0..class.per_page.load(Relaxed)).rev() {
+    }
+
+    /// Put the FREE chunks among `page`'s first `end` back on class `c`'s
+    /// free list, in page order (class lock held): undoes `unlist_page`.
+    fn relist_page(&self, c: usize, page: u32, end: u32) {
+        for idx in (0..end).rev() {
             let id = self.chunk_id(c, page, idx);
             if self.item(id).state() == FREE {
                 self.push_free(c, id);
@@ -393,9 +398,14 @@ impl Store {
 
     /// The page of class `c` to empty: the first it neither carves nor is
     /// already emptying; with `last_too`, the one it carves when it has no
-    /// other.
+    /// other. None when the class keeps what it has: fewer than two pages
+    /// (one with `last_too`).
     fn page_to_empty(&self, c: usize, last_too: bool) -> Option<u32> {
         let class = self.class(c);
+        let min_pages = if last_too { 1 } else { MIN_PAGES_TO_GIVE };
+        if class.pages.load(Relaxed) < min_pages {
+            return None;
+        }
         let cur = class.cur_page.load(Relaxed);
         let draining = class.draining.load(Relaxed);
         let used = self.pages_used();
@@ -476,11 +486,6 @@ impl Store {
     /// `last_too`: the class may give its last page, the one it carves
     /// included.
     fn empty_page(&self, c: usize, now: u32, last_too: bool) -> Result<u32, Moved> {
-        let class = self.class(c);
-        let min_pages = if last_too { 1 } else { MIN_PAGES_TO_GIVE };
-        if class.pages.load(Relaxed) < min_pages {
-            return Err(Moved::Nothing);
-        }
         let page = self.page_to_empty(c, last_too).ok_or(Moved::Nothing)?;
         let listed = self.unlist_page(c, page);
         let marks = self.flush_marks();
@@ -492,12 +497,7 @@ impl Store {
         if busy {
             // Back to an ordinary page: its handed-out free chunks on the list
             // again (it may still be the page being carved).
-            for idx in (0..listed).rev() {
-                let id = self.chunk_id(c, page, idx);
-                if self.item(id).state() == FREE {
-                    self.push_free(c, id);
-                }
-            }
+            self.relist_page(c, page, listed);
             return Err(Moved::Busy);
         }
         self.to_pool(c, page, false);
@@ -670,7 +670,8 @@ impl Store {
         self.header().pool_pages.store(n, Relaxed);
     }
 
-    fn pages_used(&self) -> u32 {
+    /// Pages taken from the arena so far (the pool's among them).
+    pub(super) fn pages_used(&self) -> u32 {
         self.header()
             .pages_used
             .load(Relaxed)

@@ -219,18 +219,11 @@ impl Store {
     }
 
     pub(super) fn pop_free(&self, c: usize) -> Option<u32> {
-        let class = self.class(c);
-        let id = class.free_head.load(Relaxed);
+        let id = self.class(c).free_head.load(Relaxed);
         if id == 0 {
             return None;
         }
-        let it = self.item(id);
-        let next = it.next.load(Relaxed);
-        class.free_head.store(next, Relaxed);
-        if next != 0 && self.valid_id(next) {
-            self.item(next).lru_prev.store(0, Relaxed);
-        }
-        it.lru_prev.store(0, Relaxed);
+        self.unlink_free(c, id);
         Some(id)
     }
 
@@ -405,12 +398,7 @@ impl Store {
         let mut live: Vec<(u32, u32)> = Vec::new();
         let mut bytes = 0u64;
         let mut pages = 0;
-        let pages_used = self
-            .header()
-            .pages_used
-            .load(Relaxed)
-            .min(self.layout.page_count);
-        for page in 0..pages_used {
+        for page in 0..self.pages_used() {
             if self.page_class(page).load(Relaxed) != c as u8 + 1 {
                 continue;
             }
