@@ -417,7 +417,7 @@ impl Segment {
         if len != 0 {
             let header = read_header(&file, len)
                 .map_err(|e| format!("cannot read memory file {shown}: {e}"))?;
-            found = judge(&header, &layout, cas_enabled, len)
+            found = judge(&header, &layout, cas_enabled, len, Judged::File)
                 .map_err(|why| format!("memory file {shown}: {why}"))?;
         }
         if !matches!(found, Found::Previous { .. }) {
@@ -496,6 +496,7 @@ impl Segment {
             &seg.layout,
             cas_enabled,
             seg.layout.total,
+            Judged::Running,
         )? {
             Found::Previous { .. } => Ok(seg),
             Found::Discarded(why) => Err(format!("the running segment is not usable: {why}")),
@@ -680,7 +681,7 @@ pub fn check_running(path: &Path, layout: &Layout, cas_enabled: bool) -> Result<
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let len = file.metadata().map_err(|e| e.to_string())?.len();
     let header = read_header(&file, len).map_err(|e| e.to_string())?;
-    match judge(&header, layout, cas_enabled, len)? {
+    match judge(&header, layout, cas_enabled, len, Judged::Running)? {
         Found::Previous { .. } => Ok(()),
         Found::Discarded(why) => Err(why),
         Found::New => Err("the running segment is empty".into()),
@@ -751,7 +752,43 @@ fn read_header(file: &std::fs::File, len: u64) -> std::io::Result<Vec<u8>> {
 
 /// Decide what a memory file of `len` bytes whose header is `bytes` is, for
 /// this layout; Err = refuse to start (a mismatch the operator must settle).
-fn judge(bytes: &[u8], layout: &Layout, cas_enabled: bool, len: u64) -> Result<Found, String> {
+/// What a refused segment is, for the remedy a refusal names.
+#[derive(Clone, Copy)]
+enum Judged {
+    /// A memory file (`-e`): the operator can remove it.
+    File,
+    /// The running daemon's segment, judged by an upgrade's new binary: the
+    /// old binary goes on serving, and a restart starts empty.
+    Running,
+}
+
+impl Judged {
+    fn remedy(self) -> &'static str {
+        match self {
+            Judged::File => "remove the file to start with an empty cache",
+            Judged::Running => "restart shmcached instead of upgrading (the cache starts empty)",
+        }
+    }
+
+    fn same_settings(self) -> &'static str {
+        match self {
+            Judged::File => {
+                "start with the settings it was made with, or remove the file to start with an empty cache"
+            }
+            Judged::Running => {
+                "upgrade with the settings the running daemon has, or restart shmcached (the cache starts empty)"
+            }
+        }
+    }
+}
+
+fn judge(
+    bytes: &[u8],
+    layout: &Layout,
+    cas_enabled: bool,
+    len: u64,
+    what: Judged,
+) -> Result<Found, String> {
     let word = |at: usize, n: usize| -> u64 {
         let mut v = [0u8; 8];
         if let Some(b) = bytes.get(at..at + n) {
@@ -774,7 +811,8 @@ fn judge(bytes: &[u8], layout: &Layout, cas_enabled: bool, len: u64) -> Result<F
     if version != LAYOUT_VERSION {
         return Err(format!(
             "made by a shmcached with segment layout version {version}, this one uses \
-             {LAYOUT_VERSION}; remove the file to start with an empty cache"
+             {LAYOUT_VERSION}; {}",
+            what.remedy()
         ));
     }
     let at = std::mem::offset_of!(Header, fingerprint);
@@ -793,13 +831,14 @@ fn judge(bytes: &[u8], layout: &Layout, cas_enabled: bool, len: u64) -> Result<F
         if had != want && *name == "structure checksum" {
             return Err(format!(
                 "made by a build that lays the segment out differently ({name} {had:x}, this \
-                 build's {want:x}); remove the file to start with an empty cache"
+                 build's {want:x}); {}",
+                what.remedy()
             ));
         }
         if had != want {
             return Err(format!(
-                "made with {name} = {had}, this start asks for {want} ({hint}); start with the \
-                 settings it was made with, or remove the file to start with an empty cache"
+                "made with {name} = {had}, this start asks for {want} ({hint}); {}",
+                what.same_settings()
             ));
         }
     }
@@ -1027,6 +1066,13 @@ mod tests {
         });
         let e = Segment::open_file(&path, layout(), true).err().unwrap();
         assert!(e.contains("lays the segment out differently"), "{e}");
+        assert!(e.contains("remove the file"), "{e}");
+        // An upgrade that meets it is told to restart: a running segment is
+        // no file the operator removes.
+        let e = check_running(&path, &layout(), true).err().unwrap();
+        assert!(e.contains("lays the segment out differently"), "{e}");
+        assert!(e.contains("restart shmcached instead of upgrading"), "{e}");
+        assert!(!e.contains("file"), "{e}");
         // A garbled record: discarded, not refused.
         std::fs::remove_file(&path).unwrap();
         tamper(&|h| {
