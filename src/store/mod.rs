@@ -806,7 +806,7 @@ impl Store {
         let size = item_size(key.len(), nbytes);
         let class = self.class_for(size).ok_or(StoreResult::TooLarge)?;
         self.alloc(class, hash, size as u64, now)
-            .map_err(|AllocError::OutOfMemory| StoreResult::NoMemory)
+            .map_err(|_: AllocError| StoreResult::NoMemory)
     }
 
     /// Write an INFLIGHT item's header, key and value (the value given in parts).

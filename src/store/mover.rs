@@ -507,10 +507,12 @@ impl Store {
     /// memcached gives a class with no page one even when memory is full;
     /// our segment cannot grow, so before a store into class `c` that has no
     /// page and could not get one, a page of the class whose LRU tail is
-    /// oldest (of those with two pages or more, or when no class has two, of
-    /// those with one) goes to the pool, for `c` to take. The caller holds no
-    /// lock (a stripe held would make its items busy, and a store would fail
-    /// where memcached's succeeds).
+    /// oldest of those with two pages or more goes to the pool, for `c` to
+    /// take. When no class has two (more classes in use than pages), `c`
+    /// borrows chunks of a larger class instead (`Store::alloc`); only when
+    /// none is within reach does the oldest class give its only page, whose
+    /// items all go. The caller holds no lock (a stripe held would make its
+    /// items busy, and a store would fail where memcached's succeeds).
     pub(super) fn page_for_empty_class(&self, c: usize) {
         let class = self.class(c);
         if !self.evictions
@@ -538,6 +540,7 @@ impl Store {
         };
         let (d, last_too) = match oldest(MIN_PAGES_TO_GIVE) {
             Some(d) => (d, false),
+            None if self.lenders(c).next().is_some() => return,
             None => match oldest(1) {
                 Some(d) => (d, true),
                 None => return,
@@ -1125,6 +1128,58 @@ mod tests {
             }
         }
         assert!(s.pages_in_use() <= pages_total);
+        consistent(&s);
+        s.check_and_rebuild().unwrap();
+    }
+
+    #[test]
+    fn with_every_class_at_one_page_a_class_with_none_borrows_a_larger_ones_chunks() {
+        let s = store(4);
+        assert_eq!(s.layout.page_count, 4);
+        // Four classes, a page each (each took one from the first).
+        let lenders: Vec<usize> = [(1100, "a"), (2000, "b"), (3000, "c"), (4000, "d")]
+            .iter()
+            .map(|&(len, prefix)| fill(&s, prefix, 2000, len))
+            .collect();
+        for &c in &lenders {
+            assert_eq!(pages(&s, c), 1, "class {c}");
+        }
+        let moved = s.total(Counter::slabs_moved);
+        let evicted = s.total(Counter::evictions);
+        // 900 bytes: a class of its own, with no page. It used to take the
+        // only page of the class whose tail was oldest, evicting all of its
+        // items; now each item takes a chunk of the next class (1100's).
+        let small = s.class_for(super::super::item::item_size(7, 900)).unwrap();
+        assert!(small + 1 < lenders[0], "900 and 1100 bytes share a class");
+        for i in 0..10 {
+            let key = format!("e{i:06}");
+            let r = s.store(
+                StoreMode::Set,
+                key.as_bytes(),
+                i,
+                0,
+                &value(i as usize, 900),
+                0,
+            );
+            assert_eq!(r, StoreResult::Stored);
+        }
+        assert_eq!(held(&s, "e", 10, 900), 10);
+        assert_eq!(s.total(Counter::slabs_moved), moved, "no page moved");
+        assert_eq!(pages(&s, small + 1), 0);
+        for &c in &lenders {
+            assert_eq!(pages(&s, c), 1, "class {c}");
+        }
+        // At most one eviction each (a page's items are hundreds).
+        assert!(s.total(Counter::evictions) <= evicted + 10);
+        assert_eq!(
+            s.class(lenders[0] - 1).curr_items.load(Relaxed) as usize,
+            held(&s, "a", 2000, 1100) + 10
+        );
+        // A class with no larger one with pages still takes a page: 9000
+        // bytes (past 4000's class) takes the oldest class's only page.
+        fill(&s, "f", 1, 9000);
+        assert_eq!(s.total(Counter::slabs_moved), moved + 1);
+        assert_eq!(held(&s, "f", 1, 9000), 1);
         consistent(&s);
         s.check_and_rebuild().unwrap();
     }

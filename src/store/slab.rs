@@ -80,6 +80,8 @@ impl SlabClass {
 pub enum AllocError {
     /// Nothing free and nothing evictable (or evictions off).
     OutOfMemory,
+    /// The class has no page and could get none (its lenders are next).
+    NoPage,
 }
 
 impl Store {
@@ -107,6 +109,12 @@ impl Store {
     /// recorded in the slot so that the supervisor can settle it if we die.
     ///
     /// The caller may hold one stripe lock: eviction only *tries* stripe locks.
+    ///
+    /// A class with no page when memory is full and no class has a page to
+    /// spare (more classes in use than pages) lends from a larger one: the
+    /// item takes a chunk of the nearest larger class with pages, its free
+    /// chunk or its LRU tail's (see `page_for_empty_class`). memcached gives
+    /// such a class a page past `-m`.
     pub(super) fn alloc(
         &self,
         c: usize,
@@ -114,14 +122,50 @@ impl Store {
         size: u64,
         now: u32,
     ) -> Result<u32, AllocError> {
+        match self.alloc_in(c, hash, size, now, true) {
+            Err(AllocError::NoPage) => {}
+            done => return done,
+        }
+        for d in self.lenders(c) {
+            if let Ok(id) = self.alloc_in(d, hash, size, now, false) {
+                return Ok(id);
+            }
+        }
+        self.count_class(c, ClassCounter::outofmemory);
+        Err(AllocError::OutOfMemory)
+    }
+
+    /// The classes that lend chunks to class `c`, nearest first: the larger
+    /// ones with pages. However large the chunk, a store that takes one costs
+    /// at most one item, where taking a class's only page costs all of them.
+    pub(super) fn lenders(&self, c: usize) -> impl Iterator<Item = usize> + '_ {
+        (c + 1..self.classes.len()).filter(|&d| self.class(d).pages.load(Relaxed) != 0)
+    }
+
+    /// [`Store::alloc`] in class `c` alone. `may_lend`: when `c` has no page,
+    /// answer [`AllocError::NoPage`] (its lock released) so that the caller
+    /// tries the lenders.
+    fn alloc_in(
+        &self,
+        c: usize,
+        hash: u32,
+        size: u64,
+        now: u32,
+        may_lend: bool,
+    ) -> Result<u32, AllocError> {
         let _g = self.lock_class(c);
         let class = self.class(c);
         let id = match self.pop_free(c) {
             Some(id) => id,
             None => match self.carve(c) {
                 Some(id) => id,
+                None if may_lend && class.pages.load(Relaxed) == 0 => {
+                    return Err(AllocError::NoPage);
+                }
                 None => self.evict_tail(c, now).inspect_err(|_| {
-                    self.count_class(c, ClassCounter::outofmemory);
+                    if may_lend {
+                        self.count_class(c, ClassCounter::outofmemory);
+                    }
                 })?,
             },
         };
