@@ -467,6 +467,32 @@ fn with_every_class_at_one_page_a_new_size_costs_items_not_a_page() {
     }
 }
 
+/// Memory full, a class out of chunks: a free chunk of a class a little
+/// larger takes the item before any item is evicted (memcached would evict
+/// in the item's own class while the other class's room stays idle).
+#[test]
+fn room_left_in_a_slightly_larger_class_is_used_before_evicting() {
+    let server = Server::shmcached(&["-m", "4", "-t", "1", "-o", "slab_automove=0"]);
+    let mut c = server.connect();
+    // Three pages of 1,100-byte values, the third a third full; then the
+    // fourth page of 1,000-byte values, and more of them than it holds.
+    store_many(&mut c, 2000, 1100, |i| {
+        format!("set a{i} 0 0 1100 noreply\r\n")
+    });
+    store_many(&mut c, 1400, 1000, |i| {
+        format!("set b{i} 0 0 1000 noreply\r\n")
+    });
+    let s = stats(&mut c, "");
+    assert_eq!(num(&s, "evictions"), 0, "{s:?}");
+    assert_eq!(num(&s, "curr_items"), 3400);
+    assert!(present(&mut c, "a0") && present(&mut c, "b0") && present(&mut c, "b1399"));
+    // With the room gone, the class evicts its own.
+    store_many(&mut c, 2000, 1000, |i| {
+        format!("set c{i} 0 0 1000 noreply\r\n")
+    });
+    assert!(num(&stats(&mut c, ""), "evictions") > 0);
+}
+
 /// Lowering `cache_memlimit` below what the classes hold gives pages back,
 /// a page a second, and their memory leaves the segment.
 #[test]

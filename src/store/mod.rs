@@ -130,6 +130,10 @@ pub struct Store {
     /// `stats sizes` counters, one per 32 bytes of (memcached's) item size.
     sizes: &'static [AtomicU32],
     page_table: &'static [AtomicU8],
+    /// This process's own, per class: the unix second until which a full
+    /// class does not look for room in larger classes again, because the
+    /// last look found none (`Store::alloc`).
+    no_spare_until: Box<[AtomicU32]>,
 }
 
 impl Store {
@@ -295,6 +299,7 @@ impl Store {
             prefixes,
             sizes,
             page_table,
+            no_spare_until: (0..classes.len()).map(|_| AtomicU32::new(0)).collect(),
         }
     }
 

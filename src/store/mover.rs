@@ -226,6 +226,14 @@ impl Store {
     }
 
     /// Pages the slab classes hold (not the pool's).
+    /// Whether a class that needs a page can take one: from the pool, or
+    /// one never used within the memory limit (a hint, read without locks).
+    pub(super) fn page_available(&self) -> bool {
+        self.pool_pages() != 0
+            || (self.pages_used() < self.layout.page_count
+                && self.pages_in_use() < self.page_limit())
+    }
+
     pub fn pages_in_use(&self) -> u32 {
         let h = self.header();
         h.pages_used
@@ -515,12 +523,7 @@ impl Store {
     /// items busy, and a store would fail where memcached's succeeds).
     pub(super) fn page_for_empty_class(&self, c: usize) {
         let class = self.class(c);
-        if !self.evictions
-            || class.pages.load(Relaxed) != 0
-            || self.pool_pages() != 0
-            || (self.pages_used() < self.layout.page_count
-                && self.pages_in_use() < self.page_limit())
-        {
+        if !self.evictions || class.pages.load(Relaxed) != 0 || self.page_available() {
             return;
         }
         let tail_time = |d: usize| {
@@ -1180,6 +1183,34 @@ mod tests {
         fill(&s, "f", 1, 9000);
         assert_eq!(s.total(Counter::slabs_moved), moved + 1);
         assert_eq!(held(&s, "f", 1, 9000), 1);
+        consistent(&s);
+        s.check_and_rebuild().unwrap();
+    }
+
+    #[test]
+    fn a_full_class_takes_free_chunks_of_a_little_larger_one_before_it_evicts() {
+        let s = store(4);
+        // 2,000 items of 1,100 bytes: three pages, the third a quarter used.
+        let larger = fill(&s, "a", 2000, 1100);
+        assert_eq!(pages(&s, larger), 3);
+        // 1,000-byte items: the last page (923), then the larger class's
+        // room (553 chunks).
+        let smaller = fill(&s, "b", 1400, 1000);
+        assert!(smaller < larger);
+        assert_eq!(pages(&s, smaller), 1);
+        assert_eq!(s.pages_in_use(), s.layout.page_count);
+        let per_page = s.class(smaller - 1).per_page.load(Relaxed) as usize;
+        assert!(1400 > per_page, "the class's own page holds {per_page}");
+        assert_eq!(
+            s.total(Counter::evictions),
+            0,
+            "room was left: nothing evicted"
+        );
+        assert_eq!(held(&s, "a", 2000, 1100), 2000);
+        assert_eq!(held(&s, "b", 1400, 1000), 1400);
+        // Once the room is gone, the class evicts its own items again.
+        fill(&s, "c", 2000, 1000);
+        assert!(s.total(Counter::evictions) > 0);
         consistent(&s);
         s.check_and_rebuild().unwrap();
     }

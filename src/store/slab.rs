@@ -80,9 +80,23 @@ impl SlabClass {
 pub enum AllocError {
     /// Nothing free and nothing evictable (or evictions off).
     OutOfMemory,
-    /// The class has no page and could get none (its lenders are next).
-    NoPage,
+    /// No free chunk and no page to carve one from (the caller looks in
+    /// other classes, or evicts).
+    NoRoom,
 }
+
+/// What `alloc_in` may take.
+#[derive(Clone, Copy, PartialEq)]
+enum Take {
+    /// A free chunk or a new one.
+    Room,
+    /// That, or the LRU tail's.
+    Tail,
+}
+
+/// How much larger a chunk an item takes from another class's free room
+/// rather than evict one of its own class.
+pub const BORROW_FACTOR: u64 = 2;
 
 impl Store {
     /// Lock class `c`, rebuilding its lists if the last holder died.
@@ -110,6 +124,11 @@ impl Store {
     ///
     /// The caller may hold one stripe lock: eviction only *tries* stripe locks.
     ///
+    /// When memory is full and class `c` has no free chunk, an item takes a
+    /// free chunk of a class a little larger ([`BORROW_FACTOR`]) before any
+    /// item is evicted: room idle in another class's pages serves before an
+    /// item goes (memcached evicts in the item's own class).
+    ///
     /// A class with no page when memory is full and no class has a page to
     /// spare (more classes in use than pages) lends from a larger one: the
     /// item takes a chunk of the nearest larger class with pages, its free
@@ -122,12 +141,46 @@ impl Store {
         size: u64,
         now: u32,
     ) -> Result<u32, AllocError> {
-        match self.alloc_in(c, hash, size, now, true) {
-            Err(AllocError::NoPage) => {}
-            done => return done,
+        // Room elsewhere is looked for at most once a second while there is
+        // none (a full cache would pay the look at every store), and only
+        // then does the class lock twice.
+        let until = &self.no_spare_until[c];
+        let mut room_elsewhere = false;
+        if !self.room_in(c) && !self.page_available() && until.load(Relaxed) <= now {
+            room_elsewhere = self.spare_room(c).next().is_some();
+            if !room_elsewhere {
+                until.store(now + 1, Relaxed);
+            }
+        }
+        let has_pages = self.class(c).pages.load(Relaxed) != 0;
+        let first = if room_elsewhere || !has_pages {
+            Take::Room
+        } else {
+            Take::Tail
+        };
+        match self.alloc_in(c, hash, size, now, first) {
+            Ok(id) => return Ok(id),
+            Err(AllocError::NoRoom) => {}
+            Err(e) => {
+                self.count_class(c, ClassCounter::outofmemory);
+                return Err(e);
+            }
+        }
+        if room_elsewhere {
+            for d in self.spare_room(c) {
+                if let Ok(id) = self.alloc_in(d, hash, size, now, Take::Room) {
+                    return Ok(id);
+                }
+            }
+            until.store(now + 1, Relaxed);
+        }
+        if has_pages {
+            return self
+                .alloc_in(c, hash, size, now, Take::Tail)
+                .inspect_err(|_| self.count_class(c, ClassCounter::outofmemory));
         }
         for d in self.lenders(c) {
-            if let Ok(id) = self.alloc_in(d, hash, size, now, false) {
+            if let Ok(id) = self.alloc_in(d, hash, size, now, Take::Tail) {
                 return Ok(id);
             }
         }
@@ -142,32 +195,43 @@ impl Store {
         (c + 1..self.classes.len()).filter(|&d| self.class(d).pages.load(Relaxed) != 0)
     }
 
-    /// [`Store::alloc`] in class `c` alone. `may_lend`: when `c` has no page,
-    /// answer [`AllocError::NoPage`] (its lock released) so that the caller
-    /// tries the lenders.
+    /// The classes a little larger than `c` ([`BORROW_FACTOR`]) that have a
+    /// free chunk or a page not yet carved to the end, nearest first (read
+    /// without their locks: a hint that `alloc_in` checks).
+    fn spare_room(&self, c: usize) -> impl Iterator<Item = usize> + '_ {
+        let most = u64::from(self.layout.class_sizes[c]) * BORROW_FACTOR;
+        (c + 1..self.classes.len())
+            .take_while(move |&d| u64::from(self.layout.class_sizes[d]) <= most)
+            .filter(|&d| self.room_in(d))
+    }
+
+    /// Whether class `c` seems to have a free chunk or a page not yet carved
+    /// to the end (read without its lock: a hint).
+    fn room_in(&self, c: usize) -> bool {
+        let class = self.class(c);
+        class.free_head.load(Relaxed) != 0
+            || (class.cur_page.load(Relaxed) != NONE
+                && class.cur_next.load(Relaxed) < class.per_page.load(Relaxed))
+    }
+
+    /// [`Store::alloc`] in class `c` alone: a free chunk, or the next chunk
+    /// of its page (a new page if one is left), or with [`Take::Tail`] its LRU
+    /// tail's. [`AllocError::NoRoom`] releases the lock for the caller to
+    /// look elsewhere.
     fn alloc_in(
         &self,
         c: usize,
         hash: u32,
         size: u64,
         now: u32,
-        may_lend: bool,
+        take: Take,
     ) -> Result<u32, AllocError> {
         let _g = self.lock_class(c);
         let class = self.class(c);
-        let id = match self.pop_free(c) {
+        let id = match self.pop_free(c).or_else(|| self.carve(c)) {
             Some(id) => id,
-            None => match self.carve(c) {
-                Some(id) => id,
-                None if may_lend && class.pages.load(Relaxed) == 0 => {
-                    return Err(AllocError::NoPage);
-                }
-                None => self.evict_tail(c, now).inspect_err(|_| {
-                    if may_lend {
-                        self.count_class(c, ClassCounter::outofmemory);
-                    }
-                })?,
-            },
+            None if take == Take::Room => return Err(AllocError::NoRoom),
+            None => self.evict_tail(c, now)?,
         };
         let it = self.item(id);
         self.slot().inflight.store(id, Relaxed);
