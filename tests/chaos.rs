@@ -316,3 +316,166 @@ fn pages_moving_while_workers_die_lose_nothing() {
         stats["slab_reassign_evictions_nomem"]
     );
 }
+
+/// The value of `key` at `version`: `len` bytes no other (key, version) has,
+/// so that a torn or misplaced value cannot pass for it.
+fn wide_value(key: u64, version: u32, len: usize) -> Vec<u8> {
+    let mut x = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (u64::from(version) << 17)) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b'a' + (x % 26) as u8
+        })
+        .collect()
+}
+
+/// Each key's value size: log-uniform from 64 B to 16 KiB.
+fn wide_size(key: u64) -> usize {
+    let h = key.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> 40;
+    (64.0 * 256f64.powf(h as f64 / (1u64 << 24) as f64)) as usize
+}
+
+/// A client of [`lent_and_borrowed_chunks_stay_whole_while_workers_die`]:
+/// sets and gets over its own keys until `stop`; returns (requests, hits,
+/// what was wrong with each value read that was not whole).
+fn wide_client(port: u16, me: u64, stop: Arc<AtomicBool>) -> (u64, u64, Vec<String>) {
+    use std::io::BufRead;
+    let (mut requests, mut hits, mut torn) = (0, 0, Vec::new());
+    let mut x = me * 7 + 3;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut stream = connect(port);
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    while !stop.load(Relaxed) {
+        let key = (me << 32) | (next() % 2000);
+        let len = wide_size(key);
+        let one = (|| -> std::io::Result<()> {
+            if next() % 2 == 0 {
+                let version = (next() % 1_000_000) as u32;
+                let mut req = format!("set w{key} {version} 0 {len}\r\n").into_bytes();
+                req.extend(wide_value(key, version, len));
+                req.extend_from_slice(b"\r\n");
+                stream.write_all(&req)?;
+                let mut line = String::new();
+                reader.read_line(&mut line)?;
+                if line.is_empty() {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                // Out of memory (every candidate busy) is an answer, not a fault.
+                if line != "STORED\r\n" && !line.starts_with("SERVER_ERROR out of memory") {
+                    torn.push(format!("set w{key}: {line:?}"));
+                }
+            } else {
+                stream.write_all(format!("get w{key}\r\n").as_bytes())?;
+                let mut line = String::new();
+                reader.read_line(&mut line)?;
+                if line.is_empty() {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                if line == "END\r\n" {
+                    return Ok(());
+                }
+                let parts: Vec<&str> = line.split_whitespace().collect();
+                let (version, n) = match parts[..] {
+                    ["VALUE", k, f, n] if k == format!("w{key}") => {
+                        (f.parse::<u32>().unwrap(), n.parse::<usize>().unwrap())
+                    }
+                    _ => {
+                        torn.push(format!("get w{key}: {line:?}"));
+                        return Err(std::io::ErrorKind::InvalidData.into());
+                    }
+                };
+                let mut data = vec![0u8; n + 2];
+                std::io::Read::read_exact(&mut reader, &mut data)?;
+                let mut end = String::new();
+                reader.read_line(&mut end)?;
+                hits += 1;
+                if n != len || data[..n] != wide_value(key, version, len)[..] || end != "END\r\n" {
+                    torn.push(format!(
+                        "get w{key}: version {version}, {n} bytes, not whole"
+                    ));
+                }
+            }
+            Ok(())
+        })();
+        requests += 1;
+        if one.is_err() {
+            // The worker died under us (or the reply made no sense): anew.
+            stream = connect(port);
+            reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        }
+    }
+    (requests, hits, torn)
+}
+
+/// More sizes in use than pages (`-m 4`: four pages; values of 64 B to
+/// 16 KiB: some 60 classes): items take chunks of other classes (a class
+/// with no page borrows a larger one's; a full class takes a little larger
+/// one's free chunk before evicting) while workers are SIGKILLed at any
+/// instant. Evictions are the point here, so nothing may be asserted lost;
+/// every value read back must be whole and its key's, and the daemon must
+/// stay consistent enough to keep serving and stop cleanly.
+#[test]
+fn lent_and_borrowed_chunks_stay_whole_while_workers_die() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut server = Server::shmcached(&["-t", "2", "-m", "4"]);
+    let (port, pid) = (server.port(), server.pid());
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (1..=2)
+        .map(|me| {
+            let stop = stop.clone();
+            thread::spawn(move || wide_client(port, me, stop))
+        })
+        .collect();
+    let started = Instant::now();
+    let mut kills = 0;
+    let mut x: u64 = 0x2545_F491;
+    while started.elapsed() < Duration::from_secs(SECONDS) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // A worker that lived under a second comes back after a back-off
+        // (100 ms doubling): 250..500 ms apart keeps it short.
+        thread::sleep(Duration::from_millis(250 + x % 250));
+        let workers = common::children(pid);
+        if let Some(&w) = workers.get(x as usize / 7 % workers.len().max(1))
+            && common::signal(w, 9).is_ok()
+        {
+            kills += 1;
+        }
+    }
+    stop.store(true, Relaxed);
+    let (mut requests, mut hits, mut torn) = (0, 0, Vec::new());
+    for c in clients {
+        let (r, h, t) = c.join().expect("a client panicked");
+        requests += r;
+        hits += h;
+        torn.extend(t);
+    }
+    println!("{kills} kills, {requests} requests, {hits} hits");
+    assert!(
+        torn.is_empty(),
+        "values not whole: {torn:?}\n{}",
+        server.stderr()
+    );
+    assert!(kills >= 15, "only {kills} kills");
+    assert!(hits > 100, "only {hits} hits of {requests} requests");
+    let mut c = connect(port);
+    let stats = exchange(&mut c, b"stats\r\n", b"END\r\n").unwrap();
+    let stats = String::from_utf8_lossy(&stats);
+    assert!(stats.contains("STAT evictions "), "{stats}");
+    assert!(!stats.contains("STAT curr_items 0\r\n"), "{stats}");
+    let status = server.stop();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        server.stderr()
+    );
+}
