@@ -1216,6 +1216,32 @@ mod tests {
     }
 
     #[test]
+    fn without_evictions_a_full_class_stores_as_soon_as_a_larger_one_frees_a_chunk() {
+        let s = super::super::tests::store(4, false);
+        let set = |key: &str, len: usize| {
+            s.store(StoreMode::Set, key.as_bytes(), 0, 0, &value(0, len), 0)
+        };
+        // Class S: one full page of 1,000-byte items.
+        let small = s.class_for(super::super::item::item_size(7, 1000)).unwrap();
+        let per_page = s.class(small).per_page.load(Relaxed) as usize;
+        for i in 0..per_page {
+            assert_eq!(set(&format!("s{i:06}"), 1000), StoreResult::Stored);
+        }
+        // Class L (1,100 bytes): the other pages, until memory is full.
+        let mut n = 0;
+        while set(&format!("l{n:06}"), 1100) == StoreResult::Stored {
+            n += 1;
+        }
+        assert_eq!(set("s999999", 1000), StoreResult::NoMemory);
+        // A chunk of L frees: the next store into S takes it, within the
+        // same second as the failed one (no hint holds it back under -M).
+        assert!(s.delete(b"l000000"));
+        assert_eq!(set("s999999", 1000), StoreResult::Stored);
+        assert_eq!(set("s999998", 1000), StoreResult::NoMemory);
+        consistent(&s);
+    }
+
+    #[test]
     fn a_move_left_half_done_by_a_dead_mover_is_undone_and_started_again() {
         let s = store(8);
         let n = 20_000;

@@ -146,7 +146,11 @@ impl Store {
         // then does the class lock twice.
         let until = &self.no_spare_until[c];
         let mut room_elsewhere = false;
-        if !self.room_in(c) && !self.page_available() && until.load(Relaxed) <= now {
+        // With -M a store that finds no room fails, so it always looks.
+        if !self.room_in(c)
+            && !self.page_available()
+            && (until.load(Relaxed) <= now || !self.evictions)
+        {
             room_elsewhere = self.spare_room(c).next().is_some();
             if !room_elsewhere {
                 until.store(now + 1, Relaxed);
@@ -174,10 +178,17 @@ impl Store {
             }
             until.store(now + 1, Relaxed);
         }
-        if has_pages {
-            return self
-                .alloc_in(c, hash, size, now, Take::Tail)
-                .inspect_err(|_| self.count_class(c, ClassCounter::outofmemory));
+        // Its own LRU tail; `NoRoom` if it has no page (it may have lost its
+        // last one since `has_pages` was read): then the lenders.
+        if self.class(c).pages.load(Relaxed) != 0 {
+            match self.alloc_in(c, hash, size, now, Take::Tail) {
+                Ok(id) => return Ok(id),
+                Err(AllocError::NoRoom) => {}
+                Err(e) => {
+                    self.count_class(c, ClassCounter::outofmemory);
+                    return Err(e);
+                }
+            }
         }
         for d in self.lenders(c) {
             if let Ok(id) = self.alloc_in(d, hash, size, now, Take::Tail) {
@@ -216,8 +227,8 @@ impl Store {
 
     /// [`Store::alloc`] in class `c` alone: a free chunk, or the next chunk
     /// of its page (a new page if one is left), or with [`Take::Tail`] its LRU
-    /// tail's. [`AllocError::NoRoom`] releases the lock for the caller to
-    /// look elsewhere.
+    /// tail's if it has a page. [`AllocError::NoRoom`] releases the lock for
+    /// the caller to look elsewhere.
     fn alloc_in(
         &self,
         c: usize,
@@ -230,7 +241,9 @@ impl Store {
         let class = self.class(c);
         let id = match self.pop_free(c).or_else(|| self.carve(c)) {
             Some(id) => id,
-            None if take == Take::Room => return Err(AllocError::NoRoom),
+            None if take == Take::Room || class.pages.load(Relaxed) == 0 => {
+                return Err(AllocError::NoRoom);
+            }
             None => self.evict_tail(c, now)?,
         };
         let it = self.item(id);
