@@ -113,6 +113,11 @@ pub enum Command<'a> {
         ratio: Ratio,
         noreply: bool,
     },
+    /// `lru_crawler metadump <all|hash|<id>[,<id>...]>`: a line per live item.
+    /// `classes`: bit `i` asks for memcached's class `i` (1..=63); `None` all.
+    MetaDump {
+        classes: Option<u64>,
+    },
     /// `stats [group ...]`: `args` is the rest of the line after `stats` (may be empty).
     Stats {
         args: &'a [u8],

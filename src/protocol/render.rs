@@ -131,6 +131,20 @@ pub fn render(cmd: &Command<'_>, out: &mut Vec<u8>) {
             number(out, ratio.0);
             end_line(out, noreply);
         }
+        Command::MetaDump { classes } => {
+            out.extend_from_slice(b"lru_crawler metadump ");
+            match classes {
+                None => out.extend_from_slice(b"all"),
+                Some(mask) => {
+                    let ids: Vec<String> = (1..64)
+                        .filter(|i| mask & 1 << i != 0)
+                        .map(|i| i.to_string())
+                        .collect();
+                    out.extend_from_slice(ids.join(",").as_bytes());
+                }
+            }
+            out.extend_from_slice(b"\r\n");
+        }
         Command::Stats { args } => {
             out.extend_from_slice(b"stats");
             word(out, args);

@@ -172,6 +172,7 @@ impl<'a> Request<'a> {
             b"verbosity" => self.verbosity(),
             b"cache_memlimit" => self.cache_memlimit(),
             b"slabs" => self.slabs(),
+            b"lru_crawler" => self.lru_crawler(),
             b"stats" => self.stats(),
             b"shutdown" => self.shutdown(limits),
             b"quit" => self.done(Command::Quit, self.consumed),
@@ -493,6 +494,37 @@ impl<'a> Request<'a> {
             (3.., b"automove") => self.slabs_automove(),
             _ => self.error(reply::ERROR),
         }
+    }
+
+    /// ```text
+    /// lru_crawler metadump <all|hash|<class id>[,<class id>...]>\r\n
+    /// ```
+    ///
+    /// memcached's class ids are 1 to 63 (`safe_strtoul` each, empty ones
+    /// between commas skipped); any other id is `BADCLASS invalid class id`.
+    /// The crawler's other subcommands drive memcached's crawler thread, which
+    /// we do not have: `ERROR`, as any other form.
+    fn lru_crawler(&self) -> Parsed<'a> {
+        if self.tokens.count != 3 || self.tokens.get(1) != b"metadump" {
+            return self.error(reply::ERROR);
+        }
+        let arg = self.tokens.get(2);
+        if arg == b"all" || arg == b"hash" {
+            return self.done(Command::MetaDump { classes: None }, self.consumed);
+        }
+        let mut classes = 0u64;
+        for id in arg.split(|&b| b == b',').filter(|id| !id.is_empty()) {
+            match strtoul32(id) {
+                Some(id @ 1..=63) => classes |= 1 << id,
+                _ => return self.error(reply::METADUMP_BADCLASS),
+            }
+        }
+        self.done(
+            Command::MetaDump {
+                classes: Some(classes),
+            },
+            self.consumed,
+        )
     }
 
     fn slabs_automove(&self) -> Parsed<'a> {
@@ -892,6 +924,7 @@ pub(crate) mod tests {
                 noreply: q,
             } => format!("cache_memlimit {megabytes}{}", noreply(*q)),
             Command::SlabsReassign { src, dst } => format!("slabs reassign {src} {dst}"),
+            Command::MetaDump { classes } => format!("lru_crawler metadump {classes:?}"),
             Command::SlabsAutomove { level, noreply: q } => {
                 format!("slabs automove {level}{}", noreply(*q))
             }
@@ -1695,6 +1728,19 @@ pub(crate) mod tests {
                 (b"mg k v\r\n", "meta Get 'k' +8"),
                 (b"lru mode flat\r\n", r"error 'ERROR\r\n' +15"),
                 (b"lru_crawler enable\r\n", r"error 'ERROR\r\n' +20"),
+                (
+                    b"lru_crawler metadump all\r\n",
+                    "lru_crawler metadump None +26",
+                ),
+                (
+                    b"lru_crawler metadump 1,,3\r\n",
+                    "lru_crawler metadump Some(10) +27",
+                ),
+                (
+                    b"lru_crawler metadump 64\r\n",
+                    r"error 'BADCLASS invalid class id\r\n' +25",
+                ),
+                (b"lru_crawler metadump\r\n", r"error 'ERROR\r\n' +22"),
                 (b"watch\r\n", r"error 'ERROR\r\n' +7"),
             ],
         );

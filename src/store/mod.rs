@@ -1213,16 +1213,59 @@ impl Store {
         let hash = hash_key(key);
         let _s = self.stripe_for(hash).lock().repaired_trivially();
         match self.lookup(hash, key, now) {
-            Some((_, id)) => visit(Some(&MetaItem {
-                store: self,
-                id,
-                now,
-                created: false,
-                detached: None,
-                abandoned: Default::default(),
-            })),
+            Some((_, id)) => visit(Some(&self.untouched(id, now))),
             None => visit(None),
         }
+    }
+
+    /// Item `id` as a [`MetaItem`] that a command only looks at.
+    fn untouched(&self, id: u32, now: u32) -> MetaItem<'_> {
+        MetaItem {
+            store: self,
+            id,
+            now,
+            created: false,
+            detached: None,
+            abandoned: Default::default(),
+        }
+    }
+
+    /// `lru_crawler metadump`: call `visit` with each live item of buckets
+    /// `from..from + count` (each bucket under its stripe lock, so a visit
+    /// must not call back into the store). Returns the next bucket, the
+    /// number of buckets when the walk is over.
+    pub fn dump_buckets(
+        &self,
+        from: usize,
+        count: usize,
+        mut visit: impl FnMut(&MetaItem<'_>),
+    ) -> usize {
+        let end = from.saturating_add(count).min(self.buckets.len());
+        for b in from..end {
+            // A racy peek: an empty bucket needs no lock.
+            if self.buckets[b].load(Relaxed) == 0 {
+                continue;
+            }
+            let _s = self.stripes[b % self.stripes.len()]
+                .lock()
+                .repaired_trivially();
+            let now = unix_now();
+            let (oldest_live, oldest_cas) = self.flush_marks();
+            let mut id = self.buckets[b].load(Relaxed);
+            while id != 0 && self.valid_id(id) {
+                let it = self.item(id);
+                if !it.is_dead(now, oldest_live, oldest_cas) {
+                    visit(&self.untouched(id, now));
+                }
+                id = it.next.load(Relaxed);
+            }
+        }
+        end
+    }
+
+    /// Hash buckets: a walk over `dump_buckets` ends at this many.
+    pub fn bucket_count(&self) -> usize {
+        self.buckets.len()
     }
 
     /// `ms`: [`Store::store_cas`] plus what meta adds (memcached's

@@ -343,6 +343,9 @@ pub struct Conn {
     pub entry: Option<usize>,
     /// Speaks the binary protocol; `None` until its first byte decides (`-B`).
     pub binary: Option<bool>,
+    /// An `lru_crawler metadump` under way: its lines go out a slice at a time
+    /// as the client reads them, before any later request is handled.
+    pub dump: Option<super::meta::Dump>,
 }
 
 impl Conn {
@@ -366,6 +369,7 @@ impl Conn {
             handled: false,
             entry: None,
             binary: None,
+            dump: None,
         }
     }
 

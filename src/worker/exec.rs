@@ -218,6 +218,8 @@ pub fn execute(ctx: &WorkerContext, cmd: &Command<'_>, out: &mut Vec<u8>) -> Aft
                 out.extend_from_slice(reply::OK);
             }
         }
+        // Streamed by its connection a slice at a time (worker::run_requests).
+        Command::MetaDump { .. } => {}
         Command::Stats { args } => stats::render(ctx, args, out),
         Command::Shutdown { graceful: _ } => {
             // The parser answers it when -A is off. The supervisor drains every

@@ -228,8 +228,11 @@ impl super::Worker {
         let mut idle = Vec::new();
         for i in 0..self.conns.len() {
             let Some(c) = &self.conns[i] else { continue };
-            let quiet =
-                c.input.is_empty() && c.output_pending() == 0 && c.swallow == 0 && !c.closing;
+            let quiet = c.input.is_empty()
+                && c.output_pending() == 0
+                && c.swallow == 0
+                && !c.closing
+                && c.dump.is_none();
             if quiet && c.eof {
                 self.close(i);
             } else if quiet {

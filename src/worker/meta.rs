@@ -453,6 +453,74 @@ fn debug(ctx: &WorkerContext, key: &[u8], out: &mut Vec<u8>) {
     });
 }
 
+/// An `lru_crawler metadump` under way on a connection.
+pub struct Dump {
+    /// The next hash bucket to walk.
+    next: usize,
+    /// memcached's class ids asked for (bit `i`), or all.
+    classes: Option<u64>,
+}
+
+impl Dump {
+    pub fn new(classes: Option<u64>) -> Dump {
+        Dump { next: 0, classes }
+    }
+}
+
+/// Hash buckets walked per slice of a metadump (a connection's turn, `-R`,
+/// counts one request per slice).
+const DUMP_SLICE: usize = 4096;
+
+/// The next slice of `dump`: a line per live item, as memcached's
+/// crawler_metadump_eval writes them (each ends in `\n` alone), then `END`.
+/// Returns true once the walk is over and `END` written. Items come in hash
+/// order, memcached's in LRU order per class.
+pub(super) fn metadump_slice(ctx: &WorkerContext, dump: &mut Dump, out: &mut Vec<u8>) -> bool {
+    let cas_enabled = ctx.settings.cas_enabled;
+    let item_size_max = ctx.settings.item_size_max as usize;
+    let classes = dump.classes;
+    dump.next = ctx.store.dump_buckets(dump.next, DUMP_SLICE, |it| {
+        let size = memcached_item_size(it.key().len(), it.data().len(), it.flags(), cas_enabled);
+        let cls = memcached_class(size, item_size_max);
+        if let Some(mask) = classes
+            && (cls >= 64 || mask & 1 << cls == 0)
+        {
+            return;
+        }
+        out.extend_from_slice(b"key=");
+        uriencode(it.key(), out);
+        let exp = match it.exptime() {
+            0 => -1,
+            e => i64::from(e),
+        };
+        let _ = writeln!(
+            out,
+            " exp={exp} la={} cas={} fetch={} cls={cls} size={size}",
+            it.time(),
+            it.cas(),
+            if it.fetched() { "yes" } else { "no" },
+        );
+    });
+    if dump.next >= ctx.store.bucket_count() {
+        out.extend_from_slice(b"END\r\n");
+        return true;
+    }
+    false
+}
+
+/// memcached's uriencode: letters, digits and `-._~` as they are, every
+/// other byte `%XX` (upper-case hex).
+fn uriencode(key: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in key {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        }
+    }
+}
+
 /// memcached's ITEM_ntotal: header, key and its NUL, value and its `\r\n`,
 /// the cas unless `-C`, the client flags unless 0.
 fn memcached_item_size(nkey: usize, nbytes: usize, flags: u32, cas: bool) -> usize {

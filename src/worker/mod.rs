@@ -413,8 +413,7 @@ impl Worker {
                 c.readable = true;
                 self.service(i);
             }
-            let idle =
-                matches!(&self.conns[i], Some(c) if c.input.is_empty() && c.output_pending() == 0);
+            let idle = matches!(&self.conns[i], Some(c) if c.input.is_empty() && c.output_pending() == 0 && c.dump.is_none());
             if idle {
                 self.close(i);
             }
@@ -447,7 +446,8 @@ impl Worker {
                 Some(true) => c.input.len() >= protocol::binary::HEADER_LEN,
                 _ => c.input.pending().contains(&b'\n'),
             };
-            let between_requests = c.output_pending() == 0 && c.swallow == 0 && !inside;
+            let between_requests =
+                c.output_pending() == 0 && c.swallow == 0 && !inside && c.dump.is_none();
             // Quiet for a tick: its reply buffer goes to the spares too.
             let quiet = now.saturating_duration_since(c.last_active.at);
             if between_requests && quiet >= TICK {
@@ -561,6 +561,14 @@ fn run_requests(
         return binary::run_requests(ctx, conn, log, budget);
     }
     while conn.output_pending() < OUTPUT_HIGH && conn.swallow == 0 && *budget > 0 {
+        // A metadump under way goes on before the next request is read.
+        if let Some(dump) = &mut conn.dump {
+            *budget -= 1;
+            if meta::metadump_slice(ctx, dump, &mut conn.output) {
+                conn.dump = None;
+            }
+            continue;
+        }
         let pending = conn.input.pending();
         if pending.is_empty() {
             conn.seed_wait_since = None;
@@ -592,6 +600,12 @@ fn run_requests(
                 conn.last_active = ctx.now.get();
                 if ctx.settings.verbosity >= 2 {
                     debug!(log, "request"; "command" => ?command);
+                }
+                if let protocol::Command::MetaDump { classes } = command {
+                    conn.dump = Some(meta::Dump::new(classes));
+                    conn.handled = true;
+                    conn.input.consume(consumed);
+                    continue;
                 }
                 let after = exec::execute(ctx, &command, &mut conn.output);
                 conn.handled = true;

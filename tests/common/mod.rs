@@ -491,7 +491,7 @@ impl Conn {
     }
 
     /// Read until `done(bytes so far)` holds, EOF, or a read times out.
-    fn read_until(&mut self, done: impl Fn(&[u8]) -> bool) -> (Vec<u8>, Ending) {
+    pub fn read_until(&mut self, done: impl Fn(&[u8]) -> bool) -> (Vec<u8>, Ending) {
         let mut bytes = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
