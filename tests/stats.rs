@@ -863,11 +863,38 @@ fn metadump_lines(reply: &[u8]) -> BTreeMap<String, String> {
     out
 }
 
-/// `lru_crawler metadump` against memcached: the same lines (up to order and
-/// each server's clock), keys URI-encoded, expired and flushed items left
-/// out, memcached's class ids and item sizes, class filters, and its errors.
-/// Its other subcommands drive a crawler thread we do not have (`ERROR`;
-/// docs/compatibility.md).
+/// A `stats cachedump` reply with each absolute expiry time checked against
+/// the clock and written as its distance from now, in tens of seconds (each
+/// server's clock second differs).
+fn cachedump_lines(reply: &[u8]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let text = escape(reply);
+    let mut out = String::new();
+    for line in text.split_inclusive("\\r\\n") {
+        match line.rsplit_once("; ").and_then(|(head, tail)| {
+            let exp: i64 = tail.strip_suffix(" s]\\r\\n")?.parse().ok()?;
+            Some((head, exp))
+        }) {
+            Some((head, 0)) => out.push_str(&format!("{head}; never]\n")),
+            Some((head, exp)) => {
+                assert!((now - 5..now + 1000).contains(&exp), "{line}");
+                out.push_str(&format!("{head}; in {}0 s]\n", (exp - now + 5) / 10));
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+/// `lru_crawler metadump` and `stats cachedump` against memcached: the same
+/// lines (up to metadump's order and each server's clock), keys URI-encoded
+/// (metadump) or raw (cachedump), expired and flushed items left out,
+/// memcached's class ids and item sizes, class filters and limits, and its
+/// errors. The crawler's other subcommands drive a thread we do not have
+/// (`ERROR`; docs/compatibility.md).
 #[test]
 fn metadump_matches_memcached() {
     let setup: &[u8] = b"set plain 0 0 5\r\nhello\r\nset k/\xc3\xa9%~x 7 100 3\r\nabc\r\n\
@@ -889,6 +916,15 @@ ms bin 2 b\r\nhi\r\n",
         b"lru_crawler metadump\r\n",
         b"lru_crawler metadump all noreply\r\n",
         b"lru_crawler bogus\r\n",
+        b"stats cachedump 1 0\r\n",
+        b"stats cachedump 1 2\r\n",
+        b"stats cachedump 17 0\r\n",
+        b"stats cachedump 5 0\r\n",
+        b"stats cachedump 0 1\r\n",
+        b"stats cachedump 64 1\r\n",
+        b"stats cachedump 1\r\n",
+        b"stats cachedump x 1\r\n",
+        b"stats cachedump 1 -1\r\n",
     ];
     let mut replies = Vec::new();
     for server in [Server::memcached(&[]), Server::shmcached(&[])] {
@@ -902,8 +938,10 @@ ms bin 2 b\r\nhi\r\n",
             let (reply, _) = c.read_until(|b| {
                 b.ends_with(b"END\r\n") || (!b.starts_with(b"key=") && b.ends_with(b"\r\n"))
             });
-            if reply.ends_with(b"END\r\n") {
+            if reply.ends_with(b"END\r\n") && !reply.starts_with(b"ITEM ") && reply != b"END\r\n" {
                 got.push(format!("{:?}", metadump_lines(&reply)));
+            } else if reply.starts_with(b"ITEM ") {
+                got.push(cachedump_lines(&reply));
             } else {
                 got.push(escape(&reply));
             }

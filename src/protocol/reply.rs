@@ -65,6 +65,8 @@ pub const CLIENT_ERROR_STATS_DETAIL_USAGE: &[u8] =
     b"CLIENT_ERROR usage: stats detail on|off|dump\r\n";
 /// `stats cachedump` with too few arguments.
 pub const CLIENT_ERROR_BAD_COMMAND_LINE: &[u8] = b"CLIENT_ERROR bad command line\r\n";
+/// `stats cachedump` with a class id of 64 or more.
+pub const CLIENT_ERROR_ILLEGAL_SLAB_ID: &[u8] = b"CLIENT_ERROR Illegal slab id\r\n";
 /// `stats cachedump` with `-X`.
 pub const CLIENT_ERROR_CACHEDUMP_NOT_ALLOWED: &[u8] =
     b"CLIENT_ERROR stats cachedump not allowed\r\n";

@@ -508,6 +508,69 @@ pub(super) fn metadump_slice(ctx: &WorkerContext, dump: &mut Dump, out: &mut Vec
     false
 }
 
+/// The most `stats cachedump` writes, END aside (memcached's `memlimit`).
+const CACHEDUMP_MAX: usize = 2 << 20;
+
+/// `stats cachedump <class id> <limit>`: `ITEM <key> [<bytes> b; <exp> s]`
+/// for up to `limit` (0: all) live items of memcached's class `id`, most
+/// recently used first, as long as the reply stays under 2 MiB; then `END`.
+/// `args` are the words after `cachedump`. memcached lists only its class's
+/// HOT LRU; we list every item of the class (ordered by last access, then
+/// by cas, newest first).
+pub(super) fn cachedump<'a>(
+    ctx: &WorkerContext,
+    mut args: impl Iterator<Item = &'a [u8]>,
+    out: &mut Vec<u8>,
+) {
+    // memcached's safe_strtoul: digits, a '+' allowed, no '-'.
+    let number = |w: &[u8]| std::str::from_utf8(w).ok()?.parse::<u64>().ok();
+    let (Some(id), Some(limit)) = (args.next(), args.next()) else {
+        out.extend_from_slice(reply::CLIENT_ERROR_BAD_COMMAND_LINE);
+        return;
+    };
+    let (Some(id), Some(limit)) = (number(id), number(limit)) else {
+        out.extend_from_slice(reply::CLIENT_ERROR_BAD_FORMAT);
+        return;
+    };
+    if id >= 64 {
+        out.extend_from_slice(reply::CLIENT_ERROR_ILLEGAL_SLAB_ID);
+        return;
+    }
+    let cas_enabled = ctx.settings.cas_enabled;
+    let item_size_max = ctx.settings.item_size_max as usize;
+    // (last access, cas, key, value bytes, exptime)
+    let mut found: Vec<(u32, u64, Vec<u8>, usize, u32)> = Vec::new();
+    ctx.store.dump_buckets(0, usize::MAX, |it| {
+        let size = memcached_item_size(it.key().len(), it.data().len(), it.flags(), cas_enabled);
+        if memcached_class(size, item_size_max) as u64 == id {
+            found.push((
+                it.time(),
+                it.cas(),
+                it.key().to_vec(),
+                it.data().len(),
+                it.exptime(),
+            ));
+        }
+    });
+    found.sort_unstable_by_key(|&(time, cas, ..)| std::cmp::Reverse((time, cas)));
+    let start = out.len();
+    let mut line = Vec::new();
+    for (shown, (_, _, key, bytes, exptime)) in found.into_iter().enumerate() {
+        if limit != 0 && shown as u64 >= limit {
+            break;
+        }
+        line.clear();
+        line.extend_from_slice(b"ITEM ");
+        line.extend_from_slice(&key);
+        let _ = write!(line, " [{bytes} b; {exptime} s]\r\n");
+        if out.len() - start + line.len() + 6 > CACHEDUMP_MAX {
+            break;
+        }
+        out.extend_from_slice(&line);
+    }
+    out.extend_from_slice(reply::END);
+}
+
 /// memcached's uriencode: letters, digits and `-._~` as they are, every
 /// other byte `%XX` (upper-case hex).
 fn uriencode(key: &[u8], out: &mut Vec<u8>) {

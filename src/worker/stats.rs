@@ -76,6 +76,7 @@ pub fn render(ctx: &WorkerContext, args: &[u8], out: &mut Vec<u8>) {
             _ => out.extend_from_slice(reply::CLIENT_ERROR_STATS_DETAIL_USAGE),
         },
         Some(b"workers") => workers(ctx, out),
+        Some(b"cachedump") => super::meta::cachedump(ctx, words, out),
         Some(_) => out.extend_from_slice(reply::ERROR),
     }
 }
