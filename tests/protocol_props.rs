@@ -23,6 +23,7 @@ const LIMITS: Limits = Limits {
     cas_enabled: true,
     seed_element_size: 1024,
     shutdown_enabled: true,
+    dump_enabled: true,
 };
 
 /// Small enough that generated values hit "too large" (and its swallow).
@@ -31,6 +32,7 @@ const SMALL: Limits = Limits {
     cas_enabled: false,
     seed_element_size: 16,
     shutdown_enabled: false,
+    dump_enabled: false,
 };
 
 /// The seed's longest name.

@@ -988,3 +988,38 @@ fn a_large_metadump_streams_every_item_once() {
     assert_eq!(keys.len(), n);
     assert!(keys.contains("key%3A00039999"));
 }
+
+/// `-X`: both dumps refused with memcached's replies (checked before their
+/// arguments, after the command's form), and `stats settings` says so.
+#[test]
+fn disable_dumping_refuses_both_dumps_as_memcached() {
+    let asks: &[&[u8]] = &[
+        b"lru_crawler metadump all\r\n",
+        b"lru_crawler metadump 99\r\n",
+        b"lru_crawler metadump\r\n",
+        b"stats cachedump 1 0\r\n",
+        b"stats cachedump 1\r\n",
+        b"stats cachedump x 1\r\n",
+    ];
+    let mut replies = Vec::new();
+    for server in [Server::memcached(&["-X"]), Server::shmcached(&["-X"])] {
+        let mut c = server.connect();
+        c.roundtrip(b"set k 0 0 1\r\nx\r\n");
+        let mut got: Vec<String> = asks.iter().map(|a| escape(&c.roundtrip(a))).collect();
+        let settings = String::from_utf8_lossy(&c.roundtrip(b"stats settings\r\n")).into_owned();
+        got.extend(
+            settings
+                .lines()
+                .filter(|l| l.contains("dump_enabled"))
+                .map(str::to_string),
+        );
+        replies.push(got);
+    }
+    assert_eq!(replies[0], replies[1]);
+    assert!(
+        replies[1].contains(&"STAT dump_enabled no".to_string()),
+        "{:?}",
+        replies[1]
+    );
+    assert_eq!(replies[1][0], "ERROR metadump not allowed\\r\\n");
+}

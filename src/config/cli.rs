@@ -57,6 +57,7 @@ const LONG_OPTIONS: &[(&str, char)] = &[
     ("slab-growth-factor", 'f'),
     ("slab-min-size", 'n'),
     ("disable-flush-all", 'F'),
+    ("disable-dumping", 'X'),
     ("auth-file", 'Y'),
     ("memory-file", 'e'),
     ("extended", 'o'),
@@ -147,6 +148,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<CommandL
             }
             'C' => flags.cas_enabled = Some(switch(&name, false)),
             'F' => flags.flush_enabled = Some(switch(&name, false)),
+            'X' => flags.dump_enabled = Some(switch(&name, false)),
             'A' => flags.shutdown_enabled = Some(switch(&name, true)),
             'b' => flags.backlog = Some(integer(&mut parser, &name)?),
             'B' => flags.protocol = Some(text(&mut parser, &name)?),
@@ -431,6 +433,7 @@ usage: shmcached [options] [num_elements [element_size]]
 -n, --slab-min-size=<bytes> min space used for key+value+flags (default: 16;
                           memcached's is 48)
 -F, --disable-flush-all   disable flush_all command
+-X, --disable-dumping     disable stats cachedump and lru_crawler metadump
 -Y, --auth-file=<file>    enable ASCII protocol authentication. format:
                           user:pass\\nuser2:pass2\\n
 -e, --memory-file=<file>  keep the cache in <file> (on a tmpfs such as
@@ -707,6 +710,8 @@ mod tests {
             (&["-vvvvv"], |s| s.verbosity = 3),
             (&["-C"], |s| s.cas_enabled = false),
             (&["-F"], |s| s.flush_enabled = false),
+            (&["-X"], |s| s.dump_enabled = false),
+            (&["--disable-dumping"], |s| s.dump_enabled = false),
             (&["-A"], |s| s.shutdown_enabled = true),
             (&["-b", "16"], |s| s.backlog = 16),
             (&["-f", "1.25"], |s| s.growth_factor = 1.25),

@@ -42,6 +42,7 @@ const KEYS: &[(&str, &[&str])] = &[
     ("verbosity", INTEGER),
     ("cas_enabled", BOOLEAN),
     ("flush_enabled", BOOLEAN),
+    ("dump_enabled", BOOLEAN),
     ("shutdown_enabled", BOOLEAN),
     ("backlog", INTEGER),
     ("protocol", STRING),
@@ -85,6 +86,7 @@ struct FileSettings {
     verbosity: Option<Spanned<i64>>,
     cas_enabled: Option<Spanned<bool>>,
     flush_enabled: Option<Spanned<bool>>,
+    dump_enabled: Option<Spanned<bool>>,
     shutdown_enabled: Option<Spanned<bool>>,
     backlog: Option<Spanned<i64>>,
     protocol: Option<Spanned<String>>,
@@ -315,6 +317,7 @@ impl Document<'_> {
             verbosity: self.given("verbosity", f.verbosity),
             cas_enabled: self.given("cas_enabled", f.cas_enabled),
             flush_enabled: self.given("flush_enabled", f.flush_enabled),
+            dump_enabled: self.given("dump_enabled", f.dump_enabled),
             shutdown_enabled: self.given("shutdown_enabled", f.shutdown_enabled),
             backlog: self.given("backlog", f.backlog),
             protocol: self.given("protocol", f.protocol),
@@ -459,6 +462,7 @@ mod tests {
             ("verbosity = 3", |s| s.verbosity = 3),
             ("cas_enabled = false", |s| s.cas_enabled = false),
             ("flush_enabled = false", |s| s.flush_enabled = false),
+            ("dump_enabled = false", |s| s.dump_enabled = false),
             ("shutdown_enabled = true", |s| s.shutdown_enabled = true),
             ("backlog = 16", |s| s.backlog = 16),
             ("growth_factor = 1.25", |s| s.growth_factor = 1.25),
@@ -592,7 +596,7 @@ mod tests {
                        max_connections, workers, max_workers, item_size_max, growth_factor, chunk_size, \
                        slab_automove, slab_automove_ratio, slab_automove_window, track_sizes, verbosity, \
                        cas_enabled, \
-                       flush_enabled, shutdown_enabled, backlog, protocol, reqs_per_event, \
+                       flush_enabled, dump_enabled, shutdown_enabled, backlog, protocol, reqs_per_event, \
                        pid_file, user, auth_file, memory_file, drain_timeout_secs, \
                        idle_timeout_secs, seed_num_elements, seed_element_size)";
         let table: &[(&str, &str)] = &[

@@ -72,6 +72,8 @@ pub struct Settings {
     pub cas_enabled: bool,
     /// `-F` clears it.
     pub flush_enabled: bool,
+    /// `-X` clears it: no `lru_crawler metadump`, no `stats cachedump`.
+    pub dump_enabled: bool,
     /// `-A` sets it.
     pub shutdown_enabled: bool,
     /// `-b`: listen backlog (1024).
@@ -133,6 +135,7 @@ impl Default for Settings {
             verbosity: 0,
             cas_enabled: true,
             flush_enabled: true,
+            dump_enabled: true,
             shutdown_enabled: false,
             backlog: 1024,
             protocol: crate::protocol::Dialect::Auto,

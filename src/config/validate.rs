@@ -101,6 +101,7 @@ pub(crate) struct RawSettings {
     pub verbosity: Option<Given<i64>>,
     pub cas_enabled: Option<Given<bool>>,
     pub flush_enabled: Option<Given<bool>>,
+    pub dump_enabled: Option<Given<bool>>,
     pub shutdown_enabled: Option<Given<bool>>,
     pub backlog: Option<Given<i64>>,
     pub protocol: Option<Given<String>>,
@@ -143,6 +144,7 @@ impl RawSettings {
             verbosity: top.verbosity.or(self.verbosity),
             cas_enabled: top.cas_enabled.or(self.cas_enabled),
             flush_enabled: top.flush_enabled.or(self.flush_enabled),
+            dump_enabled: top.dump_enabled.or(self.dump_enabled),
             shutdown_enabled: top.shutdown_enabled.or(self.shutdown_enabled),
             backlog: top.backlog.or(self.backlog),
             protocol: top.protocol.or(self.protocol),
@@ -260,6 +262,9 @@ impl RawSettings {
         }
         if let Some(g) = &self.flush_enabled {
             s.flush_enabled = g.value;
+        }
+        if let Some(g) = &self.dump_enabled {
+            s.dump_enabled = g.value;
         }
         if let Some(g) = &self.shutdown_enabled {
             s.shutdown_enabled = g.value;

@@ -227,6 +227,9 @@ pub struct Limits {
     /// `-A`: without it memcached answers every `shutdown`, whatever its
     /// arguments, with `ERROR: shutdown not enabled` (checked before the mode).
     pub shutdown_enabled: bool,
+    /// `-X` clears it: `lru_crawler metadump` answers `ERROR metadump not
+    /// allowed` (checked after the command's form, before its class ids).
+    pub dump_enabled: bool,
 }
 
 /// Parse the request at the start of `buf`.

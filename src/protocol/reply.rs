@@ -31,6 +31,8 @@ pub const RESET: &[u8] = b"RESET\r\n";
 pub const REASSIGN_BUSY: &[u8] = b"BUSY currently processing reassign request\r\n";
 pub const REASSIGN_BADCLASS: &[u8] = b"BADCLASS invalid src or dst class id\r\n";
 pub const METADUMP_BADCLASS: &[u8] = b"BADCLASS invalid class id\r\n";
+/// `lru_crawler metadump` with `-X`.
+pub const METADUMP_NOT_ALLOWED: &[u8] = b"ERROR metadump not allowed\r\n";
 pub const REASSIGN_NOSPARE: &[u8] = b"NOSPARE source class has no spare pages\r\n";
 pub const REASSIGN_SAME: &[u8] = b"SAME src and dst class are identical\r\n";
 

@@ -172,7 +172,7 @@ impl<'a> Request<'a> {
             b"verbosity" => self.verbosity(),
             b"cache_memlimit" => self.cache_memlimit(),
             b"slabs" => self.slabs(),
-            b"lru_crawler" => self.lru_crawler(),
+            b"lru_crawler" => self.lru_crawler(limits),
             b"stats" => self.stats(),
             b"shutdown" => self.shutdown(limits),
             b"quit" => self.done(Command::Quit, self.consumed),
@@ -504,9 +504,12 @@ impl<'a> Request<'a> {
     /// between commas skipped); any other id is `BADCLASS invalid class id`.
     /// The crawler's other subcommands drive memcached's crawler thread, which
     /// we do not have: `ERROR`, as any other form.
-    fn lru_crawler(&self) -> Parsed<'a> {
+    fn lru_crawler(&self, limits: &Limits) -> Parsed<'a> {
         if self.tokens.count != 3 || self.tokens.get(1) != b"metadump" {
             return self.error(reply::ERROR);
+        }
+        if !limits.dump_enabled {
+            return self.error(reply::METADUMP_NOT_ALLOWED);
         }
         let arg = self.tokens.get(2);
         if arg == b"all" || arg == b"hash" {
@@ -822,6 +825,7 @@ pub(crate) mod tests {
         cas_enabled: true,
         seed_element_size: 1000,
         shutdown_enabled: false,
+        dump_enabled: true,
     };
     /// With `-A`.
     const SHUTDOWN: Limits = Limits {

@@ -523,6 +523,11 @@ pub(super) fn cachedump<'a>(
     out: &mut Vec<u8>,
 ) {
     // memcached's safe_strtoul: digits, a '+' allowed, no '-'.
+    // memcached checks -X before the arguments.
+    if !ctx.settings.dump_enabled {
+        out.extend_from_slice(reply::CLIENT_ERROR_CACHEDUMP_NOT_ALLOWED);
+        return;
+    }
     let number = |w: &[u8]| std::str::from_utf8(w).ok()?.parse::<u64>().ok();
     let (Some(id), Some(limit)) = (args.next(), args.next()) else {
         out.extend_from_slice(reply::CLIENT_ERROR_BAD_COMMAND_LINE);

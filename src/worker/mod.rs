@@ -150,6 +150,7 @@ impl Worker {
             cas_enabled: settings.cas_enabled,
             seed_element_size: seed_element_size(&settings),
             shutdown_enabled: settings.shutdown_enabled,
+            dump_enabled: settings.dump_enabled,
         };
         Ok(Worker {
             ctx: WorkerContext {

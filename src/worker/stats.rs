@@ -180,6 +180,7 @@ fn settings(ctx: &WorkerContext, out: &mut Vec<u8>) {
     );
     stat(out, "slab_automove_window", &s.slab_automove_window);
     stat(out, "flush_enabled", &yes_no(s.flush_enabled));
+    stat(out, "dump_enabled", &yes_no(s.dump_enabled));
     stat(out, "hash_algorithm", &"xxh3");
     stat(
         out,
