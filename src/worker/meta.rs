@@ -424,8 +424,6 @@ fn arith_item(m: &Meta<'_>, key: &[u8], it: &MetaItem<'_>, out: &mut Vec<u8>) ->
 /// give the item (its size formula, its default classes), not ours.
 fn debug(ctx: &WorkerContext, key: &[u8], out: &mut Vec<u8>) {
     ctx.store.counters().incr(Counter::cmd_meta);
-    let cas_enabled = ctx.settings.cas_enabled;
-    let item_size_max = ctx.settings.item_size_max as usize;
     ctx.store.meta_debug(key, |found| {
         let Some(it) = found else {
             out.extend_from_slice(b"EN\r\n");
@@ -441,14 +439,13 @@ fn debug(ctx: &WorkerContext, key: &[u8], out: &mut Vec<u8>) {
             0 => -1,
             e => it.now.wrapping_sub(e) as i32,
         };
-        let size = memcached_item_size(it.key().len(), it.data().len(), it.flags(), cas_enabled);
+        let (cls, size) = memcached_class_and_size(ctx, it);
         let _ = write!(
             out,
-            " exp={exp} la={} cas={} fetch={} cls={} size={size}\r\n",
+            " exp={exp} la={} cas={} fetch={} cls={cls} size={size}\r\n",
             it.now.wrapping_sub(it.time()),
             it.cas(),
             if it.fetched() { "yes" } else { "no" },
-            memcached_class(size, item_size_max),
         );
     });
 }
@@ -476,12 +473,9 @@ const DUMP_SLICE: usize = 4096;
 /// Returns true once the walk is over and `END` written. Items come in hash
 /// order, memcached's in LRU order per class.
 pub(super) fn metadump_slice(ctx: &WorkerContext, dump: &mut Dump, out: &mut Vec<u8>) -> bool {
-    let cas_enabled = ctx.settings.cas_enabled;
-    let item_size_max = ctx.settings.item_size_max as usize;
     let classes = dump.classes;
     dump.next = ctx.store.dump_buckets(dump.next, DUMP_SLICE, |it| {
-        let size = memcached_item_size(it.key().len(), it.data().len(), it.flags(), cas_enabled);
-        let cls = memcached_class(size, item_size_max);
+        let (cls, size) = memcached_class_and_size(ctx, it);
         if let Some(mask) = classes
             && (cls >= 64 || mask & 1 << cls == 0)
         {
@@ -541,13 +535,10 @@ pub(super) fn cachedump<'a>(
         out.extend_from_slice(reply::CLIENT_ERROR_ILLEGAL_SLAB_ID);
         return;
     }
-    let cas_enabled = ctx.settings.cas_enabled;
-    let item_size_max = ctx.settings.item_size_max as usize;
     // (last access, cas, key, value bytes, exptime)
     let mut found: Vec<(u32, u64, Vec<u8>, usize, u32)> = Vec::new();
     ctx.store.dump_buckets(0, usize::MAX, |it| {
-        let size = memcached_item_size(it.key().len(), it.data().len(), it.flags(), cas_enabled);
-        if memcached_class(size, item_size_max) as u64 == id {
+        if memcached_class_and_size(ctx, it).0 as u64 == id {
             found.push((
                 it.time(),
                 it.cas(),
@@ -587,6 +578,20 @@ fn uriencode(key: &[u8], out: &mut Vec<u8>) {
             out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
         }
     }
+}
+
+/// The slab class and size memcached would give `it` (`me`, the dumps).
+fn memcached_class_and_size(ctx: &WorkerContext, it: &MetaItem<'_>) -> (usize, usize) {
+    let size = memcached_item_size(
+        it.key().len(),
+        it.data().len(),
+        it.flags(),
+        ctx.settings.cas_enabled,
+    );
+    (
+        memcached_class(size, ctx.settings.item_size_max as usize),
+        size,
+    )
 }
 
 /// memcached's ITEM_ntotal: header, key and its NUL, value and its `\r\n`,
