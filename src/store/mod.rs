@@ -1232,14 +1232,14 @@ impl Store {
 
     /// `lru_crawler metadump`: call `visit` with each live item of buckets
     /// `from..from + count` (each bucket under its stripe lock, so a visit
-    /// must not call back into the store). Returns the next bucket, the
-    /// number of buckets when the walk is over.
+    /// must not call back into the store). Returns the next bucket, or None
+    /// when the walk is over.
     pub fn dump_buckets(
         &self,
         from: usize,
         count: usize,
         mut visit: impl FnMut(&MetaItem<'_>),
-    ) -> usize {
+    ) -> Option<usize> {
         let end = from.saturating_add(count).min(self.buckets.len());
         for b in from..end {
             // A racy peek: an empty bucket needs no lock.
@@ -1260,12 +1260,7 @@ impl Store {
                 id = it.next.load(Relaxed);
             }
         }
-        end
-    }
-
-    /// Hash buckets: a walk over `dump_buckets` ends at this many.
-    pub fn bucket_count(&self) -> usize {
-        self.buckets.len()
+        (end < self.buckets.len()).then_some(end)
     }
 
     /// `ms`: [`Store::store_cas`] plus what meta adds (memcached's

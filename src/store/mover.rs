@@ -225,7 +225,6 @@ impl Store {
         self.header().pool_pages.load(Relaxed)
     }
 
-    /// Pages the slab classes hold (not the pool's).
     /// Whether a class that needs a page can take one: from the pool, or
     /// one never used within the memory limit (a hint, read without locks).
     pub(super) fn page_available(&self) -> bool {
@@ -234,6 +233,7 @@ impl Store {
                 && self.pages_in_use() < self.page_limit())
     }
 
+    /// Pages the slab classes hold (not the pool's).
     pub fn pages_in_use(&self) -> u32 {
         let h = self.header();
         h.pages_used

@@ -750,8 +750,6 @@ fn read_header(file: &std::fs::File, len: u64) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Decide what a memory file of `len` bytes whose header is `bytes` is, for
-/// this layout; Err = refuse to start (a mismatch the operator must settle).
 /// What a refused segment is, for the remedy a refusal names.
 #[derive(Clone, Copy)]
 enum Judged {
@@ -782,6 +780,8 @@ impl Judged {
     }
 }
 
+/// Decide what a memory file of `len` bytes whose header is `bytes` is, for
+/// this layout; Err = refuse to start (a mismatch the operator must settle).
 fn judge(
     bytes: &[u8],
     layout: &Layout,

@@ -474,7 +474,7 @@ const DUMP_SLICE: usize = 4096;
 /// order, memcached's in LRU order per class.
 pub(super) fn metadump_slice(ctx: &WorkerContext, dump: &mut Dump, out: &mut Vec<u8>) -> bool {
     let classes = dump.classes;
-    dump.next = ctx.store.dump_buckets(dump.next, DUMP_SLICE, |it| {
+    let next = ctx.store.dump_buckets(dump.next, DUMP_SLICE, |it| {
         let (cls, size) = memcached_class_and_size(ctx, it);
         if let Some(mask) = classes
             && (cls >= 64 || mask & 1 << cls == 0)
@@ -495,11 +495,16 @@ pub(super) fn metadump_slice(ctx: &WorkerContext, dump: &mut Dump, out: &mut Vec
             if it.fetched() { "yes" } else { "no" },
         );
     });
-    if dump.next >= ctx.store.bucket_count() {
-        out.extend_from_slice(b"END\r\n");
-        return true;
+    match next {
+        Some(next) => {
+            dump.next = next;
+            false
+        }
+        None => {
+            out.extend_from_slice(b"END\r\n");
+            true
+        }
     }
-    false
 }
 
 /// The most `stats cachedump` writes, END aside (memcached's `memlimit`).
@@ -516,12 +521,12 @@ pub(super) fn cachedump<'a>(
     mut args: impl Iterator<Item = &'a [u8]>,
     out: &mut Vec<u8>,
 ) {
-    // memcached's safe_strtoul: digits, a '+' allowed, no '-'.
     // memcached checks -X before the arguments.
     if !ctx.settings.dump_enabled {
         out.extend_from_slice(reply::CLIENT_ERROR_CACHEDUMP_NOT_ALLOWED);
         return;
     }
+    // memcached's safe_strtoul: digits, a '+' allowed, no '-'.
     let number = |w: &[u8]| std::str::from_utf8(w).ok()?.parse::<u64>().ok();
     let (Some(id), Some(limit)) = (args.next(), args.next()) else {
         out.extend_from_slice(reply::CLIENT_ERROR_BAD_COMMAND_LINE);
