@@ -98,7 +98,11 @@ fn expired_items_are_swept_without_being_read() {
         || num(&stats(&mut c, ""), "curr_items") == 300,
     );
     let s = stats(&mut c, "");
-    assert_eq!(num(&s, "reclaimed"), 2000, "{s:?}");
+    // As memcached's LRU crawler counts: `reclaimed` is memory reused by a
+    // store, not the crawler's.
+    assert_eq!(num(&s, "crawler_reclaimed"), 2000, "{s:?}");
+    assert_eq!(num(&s, "reclaimed"), 0, "{s:?}");
+    assert!(num(&s, "crawler_items_checked") >= 2000, "{s:?}");
     assert_eq!(num(&s, "expired_unfetched"), 2000, "{s:?}");
     assert_eq!(num(&s, "get_expired"), 0);
     // Only the kept items count: each is our 48-byte header, key and value.
@@ -113,10 +117,109 @@ fn expired_items_are_swept_without_being_read() {
     let items = stats(&mut c, "items");
     let reclaimed: u64 = items
         .iter()
-        .filter(|(k, _)| k.ends_with(":reclaimed"))
+        .filter(|(k, _)| k.ends_with(":crawler_reclaimed"))
         .map(|(_, v)| v.parse::<u64>().unwrap())
         .sum();
     assert_eq!(reclaimed, 2000, "{items:?}");
+}
+
+/// `lru_crawler crawl`: a large table's background pass takes 30 s, a
+/// requested crawl frees every expired item of the classes asked for in a
+/// few ticks, then of all of them; `stats` counts it as memcached's crawler.
+#[test]
+fn a_requested_crawl_frees_expired_items_at_once() {
+    // 8 Mi buckets: the background sweep walks some 3 % of them a second.
+    // The automover would hand emptied pages to the pool, dropping expired
+    // items on them uncounted (as memcached's does): not here.
+    let server = Server::shmcached(&["-m", "1024", "-t", "2", "-o", "slab_automove=0"]);
+    let mut c = server.connect();
+    store_many(&mut c, 5000, 100, |i| {
+        format!("set s{i:05} 0 2 100 noreply\r\n")
+    });
+    store_many(&mut c, 5000, 2000, |i| {
+        format!("set l{i:05} 0 2 2000 noreply\r\n")
+    });
+    store_many(&mut c, 300, 100, |i| {
+        format!("set k{i:05} 0 0 100 noreply\r\n")
+    });
+    // Our class ids, as `stats items` and `stats slabs` give them.
+    let class_holding = |c: &mut Conn, n: u64| -> String {
+        let items = stats(c, "items");
+        let found = items
+            .iter()
+            .find(|(k, v)| k.ends_with(":number") && v.parse() == Ok(n));
+        let (key, _) = found.unwrap_or_else(|| panic!("no class holds {n}: {items:?}"));
+        key.split(':').nth(1).unwrap().to_string()
+    };
+    let (small, large) = (class_holding(&mut c, 5300), class_holding(&mut c, 5000));
+    let number = |c: &mut Conn, class: &str| {
+        let items = stats(c, "items");
+        items
+            .get(&format!("items:{class}:number"))
+            .map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+    std::thread::sleep(Duration::from_millis(3100));
+    let before = stats(&mut c, "");
+    assert!(num(&before, "curr_items") > 8000, "{before:?}");
+    let ask = format!("lru_crawler crawl {small}\r\n");
+    assert_eq!(c.roundtrip(ask.as_bytes()), b"OK\r\n");
+    let started = Instant::now();
+    wait_for(
+        "the crawl of the small class",
+        Duration::from_secs(10),
+        || num(&stats(&mut c, ""), "lru_crawler_running") == 0,
+    );
+    let took = started.elapsed();
+    assert_eq!(number(&mut c, &small), 300);
+    assert!(
+        number(&mut c, &large) > 3000,
+        "the large class was crawled too"
+    );
+    assert!(took < Duration::from_secs(5), "the crawl took {took:?}");
+    assert_eq!(c.roundtrip(b"lru_crawler crawl all\r\n"), b"OK\r\n");
+    wait_for("the crawl of all classes", Duration::from_secs(10), || {
+        num(&stats(&mut c, ""), "lru_crawler_running") == 0
+    });
+    let s = stats(&mut c, "");
+    assert_eq!(num(&s, "curr_items"), 300, "{s:?}");
+    assert_eq!(num(&s, "crawler_reclaimed"), 10_000, "{s:?}");
+    assert_eq!(num(&s, "expired_unfetched"), 10_000, "{s:?}");
+    assert!(num(&s, "lru_crawler_starts") >= 2, "{s:?}");
+    assert!(num(&s, "crawler_items_checked") >= 10_300, "{s:?}");
+    let items = stats(&mut c, "items");
+    assert_eq!(
+        num(&items, &format!("items:{small}:crawler_reclaimed")),
+        5000
+    );
+    assert!(num(&items, &format!("items:{small}:crawler_items_checked")) >= 5300);
+    for i in (0..300).step_by(37) {
+        assert!(present(&mut c, &format!("k{i:05}")));
+    }
+}
+
+/// `-o no_lru_crawler` (memcached's): no background sweep, expired items stay
+/// until read or evicted; `lru_crawler enable` starts it.
+#[test]
+fn no_lru_crawler_leaves_expired_items_until_enabled() {
+    // 64 Ki buckets: a pass of the sweep takes 3 s.
+    let server = Server::shmcached(&["-m", "8", "-t", "1", "-o", "no_lru_crawler"]);
+    let mut c = server.connect();
+    store_many(&mut c, 1000, 100, |i| {
+        format!("set s{i} 0 1 100 noreply\r\n")
+    });
+    std::thread::sleep(Duration::from_secs(6));
+    let s = stats(&mut c, "");
+    assert_eq!(num(&s, "curr_items"), 1000, "{s:?}");
+    assert_eq!(num(&s, "crawler_items_checked"), 0, "{s:?}");
+    assert_eq!(
+        c.roundtrip(b"lru_crawler crawl all\r\n"),
+        b"CLIENT_ERROR lru crawler disabled\r\n"
+    );
+    assert_eq!(c.roundtrip(b"lru_crawler enable\r\n"), b"OK\r\n");
+    wait_for("the sweep to free them", Duration::from_secs(15), || {
+        num(&stats(&mut c, ""), "curr_items") == 0
+    });
+    assert_eq!(num(&stats(&mut c, ""), "crawler_reclaimed"), 1000);
 }
 
 #[test]
@@ -131,7 +234,7 @@ fn flushed_items_are_swept_too() {
         || num(&stats(&mut c, ""), "curr_items") == 0,
     );
     let s = stats(&mut c, "");
-    assert_eq!(num(&s, "reclaimed"), 1000);
+    assert_eq!(num(&s, "crawler_reclaimed"), 1000);
     // memcached counts an unread item as expired_unfetched only when it
     // expired, not when a flush killed it.
     assert_eq!(num(&s, "expired_unfetched"), 0);

@@ -14,7 +14,8 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use shmcached::protocol::render::{render, to_bytes};
 use shmcached::protocol::{
-    Command, KEY_MAX_LENGTH, LINE_MAX, Limits, Parsed, Ratio, StoreMode, parse,
+    Command, CrawlRefusal, Crawler, KEY_MAX_LENGTH, LINE_MAX, Limits, Parsed, Ratio, StoreMode,
+    parse,
 };
 
 /// memcached's defaults, with `-A` so that `shutdown` parses too.
@@ -179,6 +180,17 @@ fn text_command() -> impl Strategy<Value = Command<'static>> {
                 ratio: Ratio(r),
                 noreply,
             }),
+        // Bit 0 (all) alone, or class ids 1-63 (none: only commas).
+        prop_oneof![Just(1u64), any::<u64>().prop_map(|m| m & !1)]
+            .prop_map(|classes| Command::LruCrawler(Crawler::Crawl { classes })),
+        (0..=1_000_000u32).prop_map(|us| Command::LruCrawler(Crawler::Sleep { us })),
+        any::<u32>().prop_map(|items| Command::LruCrawler(Crawler::ToCrawl { items })),
+        Just(Command::LruCrawler(Crawler::Enable)),
+        Just(Command::LruCrawler(Crawler::Disable)),
+        Just(Command::LruCrawler(Crawler::Refused(
+            CrawlRefusal::BadClass
+        ))),
+        Just(Command::LruCrawler(Crawler::Refused(CrawlRefusal::Unknown))),
         word_list(0..=4).prop_map(|args| Command::Stats { args }),
         any::<bool>().prop_map(|graceful| Command::Shutdown { graceful }),
         Just(Command::Quit),

@@ -427,6 +427,8 @@ const FLAGS: &[&str] = &[
     "idle_timeout=9",
     "-o",
     "slab_automove=0,slab_automove_ratio=0.5,slab_automove_window=7",
+    "-o",
+    "no_lru_crawler,lru_crawler_sleep=50,lru_crawler_tocrawl=9",
 ];
 const SETTINGS: &[(&str, &str)] = &[
     ("maxbytes", "33554432"),
@@ -453,6 +455,9 @@ const SETTINGS: &[(&str, &str)] = &[
     ("slab_automove", "0"),
     ("slab_automove_ratio", "0.50"),
     ("slab_automove_window", "7"),
+    ("lru_crawler", "no"),
+    ("lru_crawler_sleep", "50"),
+    ("lru_crawler_tocrawl", "9"),
     ("flush_enabled", "no"),
     ("idle_timeout", "9"),
     ("track_sizes", "no"),
@@ -892,8 +897,6 @@ fn cachedump_lines(reply: &[u8]) -> String {
 /// `lru_crawler metadump` against memcached: the same lines (up to order and
 /// each server's clock), keys URI-encoded, expired and flushed items left
 /// out, memcached's class ids and item sizes, class filters, and its errors.
-/// The crawler's other subcommands drive a thread we do not have (`ERROR`;
-/// docs/compatibility.md).
 #[test]
 fn metadump_matches_memcached() {
     let setup: &[u8] = b"set plain 0 0 5\r\nhello\r\nset k/\xc3\xa9%~x 7 100 3\r\nabc\r\n\
@@ -1058,4 +1061,108 @@ fn disable_dumping_refuses_both_dumps_as_memcached() {
         replies[1]
     );
     assert_eq!(replies[1][0], "ERROR metadump not allowed\\r\\n");
+}
+
+/// `lru_crawler crawl|sleep|tocrawl|enable|disable` against memcached: the
+/// same replies, byte for byte, in the same states (a disabled crawler
+/// refuses crawls and dumps before it looks at their class ids), and `stats
+/// settings` shows what they set. A crawl is let finish before the next one,
+/// so that neither answers `BUSY`.
+#[test]
+fn lru_crawler_commands_answer_as_memcached() {
+    let asks: &[&[u8]] = &[
+        b"lru_crawler crawl all\r\n",
+        b"lru_crawler crawl 1,2\r\n",
+        b"lru_crawler crawl 1,,63\r\n",
+        b"lru_crawler crawl 01\r\n",
+        b"lru_crawler crawl 0\r\n",
+        b"lru_crawler crawl 64\r\n",
+        b"lru_crawler crawl 1,x\r\n",
+        b"lru_crawler crawl ALL\r\n",
+        b"lru_crawler crawl hash\r\n",
+        b"lru_crawler crawl ,\r\n",
+        b"lru_crawler crawl\r\n",
+        b"lru_crawler crawl all noreply\r\n",
+        b"lru_crawler\r\n",
+        b"lru_crawler bogus\r\n",
+        b"lru_crawler enable extra\r\n",
+        b"lru_crawler sleep\r\n",
+        b"lru_crawler sleep 0\r\n",
+        b"lru_crawler sleep 1000000\r\n",
+        b"lru_crawler sleep 1000001\r\n",
+        b"lru_crawler sleep x\r\n",
+        b"lru_crawler sleep -1\r\n",
+        b"lru_crawler tocrawl\r\n",
+        b"lru_crawler tocrawl 4294967296\r\n",
+        b"lru_crawler tocrawl -1\r\n",
+        b"lru_crawler tocrawl 12\r\n",
+        b"lru_crawler enable\r\n",
+        b"lru_crawler disable\r\n",
+        b"lru_crawler disable\r\n",
+        b"lru_crawler crawl all\r\n",
+        b"lru_crawler crawl 64\r\n",
+        b"lru_crawler crawl hash\r\n",
+        b"lru_crawler metadump all\r\n",
+        b"lru_crawler metadump 99\r\n",
+        b"lru_crawler sleep 5\r\n",
+        b"lru_crawler enable\r\n",
+        b"lru_crawler enable\r\n",
+        b"lru_crawler crawl 1\r\n",
+    ];
+    let mut replies = Vec::new();
+    for server in [Server::memcached(&[]), Server::shmcached(&[])] {
+        let mut c = server.connect();
+        c.roundtrip(b"set k 0 0 1\r\nx\r\nset gone 0 1 1\r\ny\r\n");
+        let mut got = Vec::new();
+        for ask in asks {
+            let reply = c.roundtrip(ask);
+            if reply == b"OK\r\n" && ask.starts_with(b"lru_crawler crawl") {
+                wait_for_crawl(&mut c);
+            }
+            // memcached's crawler thread marks itself stopped as it exits;
+            // until then a crawl is `ERROR an unknown error happened`.
+            if ask == b"lru_crawler disable\r\n" {
+                wait_for_setting(&mut c, "STAT lru_crawler no");
+            }
+            got.push(format!("{} -> {}", escape(ask), escape(&reply)));
+        }
+        let settings = String::from_utf8_lossy(&c.roundtrip(b"stats settings\r\n")).into_owned();
+        got.extend(
+            settings
+                .lines()
+                .filter(|l| l.contains("lru_crawler"))
+                .map(str::to_string),
+        );
+        replies.push(got);
+    }
+    for (theirs, ours) in replies[0].iter().zip(&replies[1]) {
+        assert_eq!(theirs, ours);
+    }
+    assert_eq!(replies[0].len(), replies[1].len());
+    assert!(replies[1].contains(&"STAT lru_crawler_sleep 5".to_string()));
+}
+
+/// Until `stats` says no crawl runs (memcached's crawler thread, our workers'
+/// shares of the index).
+fn wait_for_crawl(c: &mut Conn) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while num(
+        &parse_stats(&c.roundtrip(b"stats\r\n")),
+        "lru_crawler_running",
+    ) != 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the crawl never ended"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn wait_for_setting(c: &mut Conn, line: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !String::from_utf8_lossy(&c.roundtrip(b"stats settings\r\n")).contains(line) {
+        assert!(std::time::Instant::now() < deadline, "never: {line}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

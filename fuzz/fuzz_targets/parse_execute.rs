@@ -35,6 +35,7 @@ const LIMITS: Limits = Limits {
     cas_enabled: true,
     seed_element_size: ITEM_SIZE_MAX - (48 + 121 + 2),
     shutdown_enabled: true,
+    dump_enabled: true,
 };
 
 thread_local! {
@@ -170,6 +171,8 @@ impl Session<'_> {
             Command::SlabsReassign { .. }
             | Command::SlabsAutomove { .. }
             | Command::SlabsAutomoveRatio { .. } => {}
+            // The crawler's and the dumps' business: reads, or settings.
+            Command::MetaDump { .. } | Command::LruCrawler(_) => {}
             Command::CacheMemlimit { megabytes, .. } => {
                 self.store.set_memory_limit(u64::from(megabytes) << 20);
             }

@@ -71,8 +71,6 @@ type SuboptionCheck = fn(Option<&str>) -> Result<(), &'static str>;
 /// still starts, and ignored. Values are checked as memcached does.
 const IGNORED_SUBOPTIONS: &[(&str, SuboptionCheck)] = &[
     ("relaxed_privileges", any_value),
-    ("no_lru_crawler", any_value),
-    ("lru_crawler", any_value),
     ("no_lru_maintainer", any_value),
     ("lru_maintainer", any_value),
     ("modern", any_value),
@@ -256,6 +254,16 @@ fn suboptions(list: &str, flags: &mut RawSettings) -> Result<(), ConfigError> {
                 flags.slab_automove_ratio = Some(parse_float(value, format!("-o {token}"))?);
                 continue;
             }
+            // memcached: a value is ignored.
+            "lru_crawler" | "no_lru_crawler" => {
+                flags.lru_crawler = Some(switch(&format!("-o {token}"), key == "lru_crawler"));
+                continue;
+            }
+            "lru_crawler_sleep" | "lru_crawler_tocrawl" if value.is_none() => {
+                return Err(ConfigError(format!("Missing {key} value")));
+            }
+            "lru_crawler_sleep" => &mut flags.lru_crawler_sleep,
+            "lru_crawler_tocrawl" => &mut flags.lru_crawler_tocrawl,
             "slab_automove_window" => {
                 if value.is_none() {
                     return Err(ConfigError("Missing slab_automove_window argument".into()));
@@ -750,6 +758,12 @@ mod tests {
             ),
             (&["-o", "slab_reassign,slab_reassign=x"], |_| {}),
             (&["-o", "slab_automove=2"], |s| s.slab_automove = 2),
+            (&["-o", "no_lru_crawler"], |s| s.lru_crawler = false),
+            (&["-o", "no_lru_crawler,lru_crawler"], |_| {}),
+            (&["-o", "lru_crawler_sleep=0"], |s| s.lru_crawler_sleep = 0),
+            (&["-o", "lru_crawler_tocrawl=5000"], |s| {
+                s.lru_crawler_tocrawl = 5000
+            }),
             (&["-o", "slab_automove=0"], |s| s.slab_automove = 0),
             // memcached: no value is 1.
             (&["-o", "slab_automove=0,slab_automove"], |_| {}),
@@ -1079,6 +1093,18 @@ mod tests {
             (
                 &["-o", "slab_automove=abc"],
                 "-o slab_automove=abc: not an integer",
+            ),
+            (
+                &["-o", "lru_crawler_sleep"],
+                "Missing lru_crawler_sleep value",
+            ),
+            (
+                &["-o", "lru_crawler_sleep=1000001"],
+                "-o lru_crawler_sleep=1000001: LRU crawler sleep must be between 0 and 1 second (0..1000000 µs)",
+            ),
+            (
+                &["-o", "lru_crawler_tocrawl=-1"],
+                "-o lru_crawler_tocrawl=-1: out of range (0..4294967295)",
             ),
             (
                 &["-o", "slab_automove_ratio"],

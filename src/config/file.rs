@@ -39,6 +39,9 @@ const KEYS: &[(&str, &[&str])] = &[
     ("slab_automove_ratio", FLOAT),
     ("slab_automove_window", INTEGER),
     ("track_sizes", BOOLEAN),
+    ("lru_crawler", BOOLEAN),
+    ("lru_crawler_sleep", INTEGER),
+    ("lru_crawler_tocrawl", INTEGER),
     ("verbosity", INTEGER),
     ("cas_enabled", BOOLEAN),
     ("flush_enabled", BOOLEAN),
@@ -83,6 +86,9 @@ struct FileSettings {
     slab_automove_ratio: Option<Spanned<f64>>,
     slab_automove_window: Option<Spanned<i64>>,
     track_sizes: Option<Spanned<bool>>,
+    lru_crawler: Option<Spanned<bool>>,
+    lru_crawler_sleep: Option<Spanned<i64>>,
+    lru_crawler_tocrawl: Option<Spanned<i64>>,
     verbosity: Option<Spanned<i64>>,
     cas_enabled: Option<Spanned<bool>>,
     flush_enabled: Option<Spanned<bool>>,
@@ -314,6 +320,9 @@ impl Document<'_> {
             slab_automove_ratio: self.given("slab_automove_ratio", f.slab_automove_ratio),
             slab_automove_window: self.given("slab_automove_window", f.slab_automove_window),
             track_sizes: self.given("track_sizes", f.track_sizes),
+            lru_crawler: self.given("lru_crawler", f.lru_crawler),
+            lru_crawler_sleep: self.given("lru_crawler_sleep", f.lru_crawler_sleep),
+            lru_crawler_tocrawl: self.given("lru_crawler_tocrawl", f.lru_crawler_tocrawl),
             verbosity: self.given("verbosity", f.verbosity),
             cas_enabled: self.given("cas_enabled", f.cas_enabled),
             flush_enabled: self.given("flush_enabled", f.flush_enabled),
@@ -463,6 +472,9 @@ mod tests {
             ("cas_enabled = false", |s| s.cas_enabled = false),
             ("flush_enabled = false", |s| s.flush_enabled = false),
             ("dump_enabled = false", |s| s.dump_enabled = false),
+            ("lru_crawler = false", |s| s.lru_crawler = false),
+            ("lru_crawler_sleep = 7", |s| s.lru_crawler_sleep = 7),
+            ("lru_crawler_tocrawl = 70", |s| s.lru_crawler_tocrawl = 70),
             ("shutdown_enabled = true", |s| s.shutdown_enabled = true),
             ("backlog = 16", |s| s.backlog = 16),
             ("growth_factor = 1.25", |s| s.growth_factor = 1.25),
@@ -594,8 +606,8 @@ mod tests {
     fn errors() {
         let unknown = "(expected one of: port, unix_socket, unix_socket_mode, listen, memory_limit_mb, evictions, \
                        max_connections, workers, max_workers, item_size_max, growth_factor, chunk_size, \
-                       slab_automove, slab_automove_ratio, slab_automove_window, track_sizes, verbosity, \
-                       cas_enabled, \
+                       slab_automove, slab_automove_ratio, slab_automove_window, track_sizes, lru_crawler, \
+                       lru_crawler_sleep, lru_crawler_tocrawl, verbosity, cas_enabled, \
                        flush_enabled, dump_enabled, shutdown_enabled, backlog, protocol, reqs_per_event, \
                        pid_file, user, auth_file, memory_file, drain_timeout_secs, \
                        idle_timeout_secs, seed_num_elements, seed_element_size)";

@@ -66,6 +66,15 @@ pub struct Settings {
     /// `-o track_sizes`: the item size histogram counts from the start, as
     /// after `stats sizes_enable` (not with `-C`, as memcached).
     pub track_sizes: bool,
+    /// `-o no_lru_crawler` clears it: no background sweep of expired items,
+    /// `lru_crawler crawl` refused (as `lru_crawler disable`).
+    pub lru_crawler: bool,
+    /// `-o lru_crawler_sleep`: µs a requested crawl pauses per 1,000 items
+    /// (100; at most 1,000,000).
+    pub lru_crawler_sleep: u32,
+    /// `-o lru_crawler_tocrawl`: items of each class a requested crawl checks
+    /// per worker (0 = all).
+    pub lru_crawler_tocrawl: u32,
     /// `-v` count (0..=3).
     pub verbosity: u8,
     /// `-C` clears it.
@@ -132,6 +141,9 @@ impl Default for Settings {
             slab_automove_ratio: 0.8,
             slab_automove_window: 30,
             track_sizes: false,
+            lru_crawler: true,
+            lru_crawler_sleep: 100,
+            lru_crawler_tocrawl: 0,
             verbosity: 0,
             cas_enabled: true,
             flush_enabled: true,

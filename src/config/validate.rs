@@ -98,6 +98,9 @@ pub(crate) struct RawSettings {
     pub slab_automove_ratio: Option<Given<f64>>,
     pub slab_automove_window: Option<Given<i64>>,
     pub track_sizes: Option<Given<bool>>,
+    pub lru_crawler: Option<Given<bool>>,
+    pub lru_crawler_sleep: Option<Given<i64>>,
+    pub lru_crawler_tocrawl: Option<Given<i64>>,
     pub verbosity: Option<Given<i64>>,
     pub cas_enabled: Option<Given<bool>>,
     pub flush_enabled: Option<Given<bool>>,
@@ -141,6 +144,9 @@ impl RawSettings {
             slab_automove_ratio: top.slab_automove_ratio.or(self.slab_automove_ratio),
             slab_automove_window: top.slab_automove_window.or(self.slab_automove_window),
             track_sizes: top.track_sizes.or(self.track_sizes),
+            lru_crawler: top.lru_crawler.or(self.lru_crawler),
+            lru_crawler_sleep: top.lru_crawler_sleep.or(self.lru_crawler_sleep),
+            lru_crawler_tocrawl: top.lru_crawler_tocrawl.or(self.lru_crawler_tocrawl),
             verbosity: top.verbosity.or(self.verbosity),
             cas_enabled: top.cas_enabled.or(self.cas_enabled),
             flush_enabled: top.flush_enabled.or(self.flush_enabled),
@@ -247,6 +253,20 @@ impl RawSettings {
         }
         if let Some(g) = &self.track_sizes {
             s.track_sizes = g.value;
+        }
+        if let Some(g) = &self.lru_crawler {
+            s.lru_crawler = g.value;
+        }
+        if let Some(g) = &self.lru_crawler_sleep {
+            if !(0..=1_000_000).contains(&g.value) {
+                return Err(g
+                    .origin
+                    .error("LRU crawler sleep must be between 0 and 1 second (0..1000000 µs)"));
+            }
+            s.lru_crawler_sleep = g.value as u32;
+        }
+        if let Some(g) = &self.lru_crawler_tocrawl {
+            s.lru_crawler_tocrawl = in_range(g, 0, u32::MAX.into())?;
         }
         if let Some(g) = &self.slab_automove_window {
             if g.value <= 2 {

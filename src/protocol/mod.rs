@@ -118,6 +118,9 @@ pub enum Command<'a> {
     MetaDump {
         classes: Option<u64>,
     },
+    /// `lru_crawler crawl|sleep|tocrawl|enable|disable ...` (`metadump` is
+    /// [`Command::MetaDump`]).
+    LruCrawler(Crawler),
     /// `stats [group ...]`: `args` is the rest of the line after `stats` (may be empty).
     Stats {
         args: &'a [u8],
@@ -230,6 +233,50 @@ pub struct Limits {
     /// `-X` clears it: `lru_crawler metadump` answers `ERROR metadump not
     /// allowed` (checked after the command's form, before its class ids).
     pub dump_enabled: bool,
+}
+
+/// An `lru_crawler` subcommand other than `metadump`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crawler {
+    /// `crawl <all|<id>[,<id>...]>`: bit `n` asks for class id `n` (1..=63),
+    /// bit 0 for all; 0 when only commas were given (memcached's
+    /// `NOTSTARTED no items to crawl`).
+    Crawl {
+        classes: u64,
+    },
+    /// `sleep <µs>` (at most a second).
+    Sleep {
+        us: u32,
+    },
+    /// `tocrawl <items>`.
+    ToCrawl {
+        items: u32,
+    },
+    Enable,
+    Disable,
+    /// A `crawl` or `metadump` memcached refuses only once it has checked
+    /// that its crawler runs (else `CLIENT_ERROR lru crawler disabled`).
+    Refused(CrawlRefusal),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrawlRefusal {
+    /// A class id outside 1..=63: `BADCLASS invalid class id`.
+    BadClass,
+    /// `crawl hash`: `ERROR an unknown error happened`.
+    Unknown,
+    /// `metadump` with `-X`: `ERROR metadump not allowed`.
+    DumpNotAllowed,
+}
+
+impl CrawlRefusal {
+    pub fn reply(self) -> &'static [u8] {
+        match self {
+            CrawlRefusal::BadClass => reply::METADUMP_BADCLASS,
+            CrawlRefusal::Unknown => reply::CRAWL_UNKNOWN_ERROR,
+            CrawlRefusal::DumpNotAllowed => reply::METADUMP_NOT_ALLOWED,
+        }
+    }
 }
 
 /// Parse the request at the start of `buf`.

@@ -20,7 +20,7 @@
 use std::fmt::Display;
 use std::io::Write;
 
-use super::{Command, StoreMode};
+use super::{Command, CrawlRefusal, Crawler, StoreMode};
 
 /// Append the request bytes of `cmd` to `out`.
 ///
@@ -135,12 +135,38 @@ pub fn render(cmd: &Command<'_>, out: &mut Vec<u8>) {
             out.extend_from_slice(b"lru_crawler metadump ");
             match classes {
                 None => out.extend_from_slice(b"all"),
-                Some(mask) => {
-                    let ids: Vec<String> = (1..64)
-                        .filter(|i| mask & 1 << i != 0)
-                        .map(|i| i.to_string())
-                        .collect();
-                    out.extend_from_slice(ids.join(",").as_bytes());
+                Some(mask) => class_list(out, mask),
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        Command::LruCrawler(c) => {
+            out.extend_from_slice(b"lru_crawler ");
+            match c {
+                Crawler::Crawl { classes } => {
+                    out.extend_from_slice(b"crawl ");
+                    if classes & 1 != 0 {
+                        out.extend_from_slice(b"all");
+                    } else if classes == 0 {
+                        out.push(b',');
+                    } else {
+                        class_list(out, classes);
+                    }
+                }
+                Crawler::Sleep { us } => {
+                    out.extend_from_slice(b"sleep");
+                    number(out, us);
+                }
+                Crawler::ToCrawl { items } => {
+                    out.extend_from_slice(b"tocrawl");
+                    number(out, items);
+                }
+                Crawler::Enable => out.extend_from_slice(b"enable"),
+                Crawler::Disable => out.extend_from_slice(b"disable"),
+                Crawler::Refused(CrawlRefusal::BadClass) => out.extend_from_slice(b"crawl 0"),
+                Crawler::Refused(CrawlRefusal::Unknown) => out.extend_from_slice(b"crawl hash"),
+                // Parses back to this only under -X.
+                Crawler::Refused(CrawlRefusal::DumpNotAllowed) => {
+                    out.extend_from_slice(b"metadump all")
                 }
             }
             out.extend_from_slice(b"\r\n");
@@ -209,6 +235,15 @@ fn word(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// ` <n>` in decimal.
+/// Class ids 1-63 of a crawler mask, comma-separated.
+fn class_list(out: &mut Vec<u8>, mask: u64) {
+    let ids: Vec<String> = (1..64)
+        .filter(|i| mask & 1 << i != 0)
+        .map(|i| i.to_string())
+        .collect();
+    out.extend_from_slice(ids.join(",").as_bytes());
+}
+
 fn number(out: &mut Vec<u8>, n: impl Display) {
     // Writing into a Vec cannot fail.
     let _ = write!(out, " {n}");

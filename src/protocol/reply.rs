@@ -33,6 +33,14 @@ pub const REASSIGN_BADCLASS: &[u8] = b"BADCLASS invalid src or dst class id\r\n"
 pub const METADUMP_BADCLASS: &[u8] = b"BADCLASS invalid class id\r\n";
 /// `lru_crawler metadump` with `-X`.
 pub const METADUMP_NOT_ALLOWED: &[u8] = b"ERROR metadump not allowed\r\n";
+// `lru_crawler` (OK aside).
+pub const CRAWLER_DISABLED: &[u8] = b"CLIENT_ERROR lru crawler disabled\r\n";
+pub const CRAWL_BUSY: &[u8] = b"BUSY currently processing crawler request\r\n";
+pub const CRAWL_NOT_STARTED: &[u8] = b"NOTSTARTED no items to crawl\r\n";
+pub const CRAWL_UNKNOWN_ERROR: &[u8] = b"ERROR an unknown error happened\r\n";
+/// `lru_crawler enable` while it runs: memcached cannot start its thread twice.
+pub const CRAWLER_START_FAILED: &[u8] = b"ERROR failed to start lru crawler thread\r\n";
+pub const CRAWLER_SLEEP_TOO_LONG: &[u8] = b"CLIENT_ERROR sleep must be one second or less\r\n";
 pub const REASSIGN_NOSPARE: &[u8] = b"NOSPARE source class has no spare pages\r\n";
 pub const REASSIGN_SAME: &[u8] = b"SAME src and dst class are identical\r\n";
 

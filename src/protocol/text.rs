@@ -17,8 +17,8 @@
 //! Nothing is allocated: every slice in a [`Command`] borrows from the buffer.
 
 use super::{
-    Command, KEY_MAX_LENGTH, LINE_MAX, Limits, Parsed, Ratio, Refusal, Refused, StoreMode, keys,
-    reply,
+    Command, CrawlRefusal, Crawler, KEY_MAX_LENGTH, LINE_MAX, Limits, Parsed, Ratio, Refusal,
+    Refused, StoreMode, keys, reply,
 };
 
 /// memcached reads into a 16 KiB buffer and judges a line whose `\n` is not within
@@ -498,36 +498,72 @@ impl<'a> Request<'a> {
 
     /// ```text
     /// lru_crawler metadump <all|hash|<class id>[,<class id>...]>\r\n
+    /// lru_crawler crawl <all|<class id>[,<class id>...]>\r\n
+    /// lru_crawler sleep <µs>\r\n
+    /// lru_crawler tocrawl <items>\r\n
+    /// lru_crawler enable|disable\r\n
     /// ```
     ///
-    /// memcached's class ids are 1 to 63 (`safe_strtoul` each, empty ones
-    /// between commas skipped); any other id is `BADCLASS invalid class id`.
-    /// The crawler's other subcommands drive memcached's crawler thread, which
-    /// we do not have: `ERROR`, as any other form.
+    /// As memcached's process_lru_crawler_command: exactly these token counts
+    /// (no `noreply`), anything else `ERROR`. Class ids are 1 to 63
+    /// (`safe_strtoul` each, empty ones between commas skipped); another is
+    /// `BADCLASS invalid class id`, answered as the `-X` refusal only when the
+    /// crawler runs (the worker checks that first).
     fn lru_crawler(&self, limits: &Limits) -> Parsed<'a> {
-        if self.tokens.count != 3 || self.tokens.get(1) != b"metadump" {
-            return self.error(reply::ERROR);
-        }
-        if !limits.dump_enabled {
-            return self.error(reply::METADUMP_NOT_ALLOWED);
-        }
-        let arg = self.tokens.get(2);
-        if arg == b"all" || arg == b"hash" {
-            return self.done(Command::MetaDump { classes: None }, self.consumed);
-        }
-        let mut classes = 0u64;
-        for id in arg.split(|&b| b == b',').filter(|id| !id.is_empty()) {
-            match strtoul32(id) {
-                Some(id @ 1..=63) => classes |= 1 << id,
-                _ => return self.error(reply::METADUMP_BADCLASS),
+        let sub = self.tokens.get(1);
+        let refused = |why| self.done(Command::LruCrawler(Crawler::Refused(why)), self.consumed);
+        match (self.tokens.count, sub) {
+            (3, b"metadump") => {
+                if !limits.dump_enabled {
+                    return refused(CrawlRefusal::DumpNotAllowed);
+                }
+                let arg = self.tokens.get(2);
+                if arg == b"all" || arg == b"hash" {
+                    return self.done(Command::MetaDump { classes: None }, self.consumed);
+                }
+                match class_ids(arg) {
+                    Some(classes) => self.done(
+                        Command::MetaDump {
+                            classes: Some(classes),
+                        },
+                        self.consumed,
+                    ),
+                    None => refused(CrawlRefusal::BadClass),
+                }
             }
-        }
-        self.done(
-            Command::MetaDump {
-                classes: Some(classes),
+            (3, b"crawl") => match self.tokens.get(2) {
+                b"all" => self.done(
+                    Command::LruCrawler(Crawler::Crawl { classes: 1 }),
+                    self.consumed,
+                ),
+                // memcached's hash order is for dumps only.
+                b"hash" => refused(CrawlRefusal::Unknown),
+                arg => match class_ids(arg) {
+                    Some(classes) => self.done(
+                        Command::LruCrawler(Crawler::Crawl { classes }),
+                        self.consumed,
+                    ),
+                    None => refused(CrawlRefusal::BadClass),
+                },
             },
-            self.consumed,
-        )
+            (3, b"sleep") => match strtoul32(self.tokens.get(2)) {
+                Some(us @ 0..=1_000_000) => {
+                    self.done(Command::LruCrawler(Crawler::Sleep { us }), self.consumed)
+                }
+                Some(_) => self.error(reply::CRAWLER_SLEEP_TOO_LONG),
+                None => self.error(reply::CLIENT_ERROR_BAD_FORMAT),
+            },
+            (3, b"tocrawl") => match strtoul32(self.tokens.get(2)) {
+                Some(items) => self.done(
+                    Command::LruCrawler(Crawler::ToCrawl { items }),
+                    self.consumed,
+                ),
+                None => self.error(reply::CLIENT_ERROR_BAD_FORMAT),
+            },
+            (2, b"enable") => self.done(Command::LruCrawler(Crawler::Enable), self.consumed),
+            (2, b"disable") => self.done(Command::LruCrawler(Crawler::Disable), self.consumed),
+            _ => self.error(reply::ERROR),
+        }
     }
 
     fn slabs_automove(&self) -> Parsed<'a> {
@@ -738,6 +774,19 @@ pub(super) fn strtoull(token: &[u8]) -> Option<u64> {
 
 /// memcached's `safe_strtoul` into a `uint32_t`: as [`strtoull`], then truncated
 /// (`4294967296` is 0).
+/// memcached's crawler class list: ids 1 to 63 between commas (empty ones
+/// skipped), as a mask with bit `n` for id `n`; `None` for any other id.
+fn class_ids(arg: &[u8]) -> Option<u64> {
+    let mut classes = 0u64;
+    for id in arg.split(|&b| b == b',').filter(|id| !id.is_empty()) {
+        match strtoul32(id) {
+            Some(id @ 1..=63) => classes |= 1 << id,
+            _ => return None,
+        }
+    }
+    Some(classes)
+}
+
 pub(super) fn strtoul32(token: &[u8]) -> Option<u32> {
     strtoull(token).map(|value| value as u32)
 }
@@ -929,6 +978,7 @@ pub(crate) mod tests {
             } => format!("cache_memlimit {megabytes}{}", noreply(*q)),
             Command::SlabsReassign { src, dst } => format!("slabs reassign {src} {dst}"),
             Command::MetaDump { classes } => format!("lru_crawler metadump {classes:?}"),
+            Command::LruCrawler(c) => format!("lru_crawler {c:?}"),
             Command::SlabsAutomove { level, noreply: q } => {
                 format!("slabs automove {level}{}", noreply(*q))
             }
@@ -1723,15 +1773,32 @@ pub(crate) mod tests {
 
     #[test]
     fn commands_we_do_not_serve_answer_error() {
-        // Not live-equal: memcached serves these (lru, watch, lru_crawler,
-        // refresh_certs, misbehave is debug-only).
+        // Not live-equal: memcached serves these (lru, watch, refresh_certs,
+        // misbehave is debug-only); lru_crawler's forms for comparison.
         check(
             &LIMITS,
             &[
                 (b"mn\r\n", "meta Noop '' +4"),
                 (b"mg k v\r\n", "meta Get 'k' +8"),
                 (b"lru mode flat\r\n", r"error 'ERROR\r\n' +15"),
-                (b"lru_crawler enable\r\n", r"error 'ERROR\r\n' +20"),
+                (b"lru_crawler enable\r\n", "lru_crawler Enable +20"),
+                (b"lru_crawler enable x\r\n", r"error 'ERROR\r\n' +22"),
+                (
+                    b"lru_crawler crawl all\r\n",
+                    "lru_crawler Crawl { classes: 1 } +23",
+                ),
+                (
+                    b"lru_crawler crawl 1,,3\r\n",
+                    "lru_crawler Crawl { classes: 10 } +24",
+                ),
+                (
+                    b"lru_crawler crawl 64\r\n",
+                    "lru_crawler Refused(BadClass) +22",
+                ),
+                (
+                    b"lru_crawler sleep 1000001\r\n",
+                    r"error 'CLIENT_ERROR sleep must be one second or less\r\n' +27",
+                ),
                 (
                     b"lru_crawler metadump all\r\n",
                     "lru_crawler metadump None +26",
@@ -1742,7 +1809,7 @@ pub(crate) mod tests {
                 ),
                 (
                     b"lru_crawler metadump 64\r\n",
-                    r"error 'BADCLASS invalid class id\r\n' +25",
+                    "lru_crawler Refused(BadClass) +25",
                 ),
                 (b"lru_crawler metadump\r\n", r"error 'ERROR\r\n' +22"),
                 (b"watch\r\n", r"error 'ERROR\r\n' +7"),

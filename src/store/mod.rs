@@ -134,6 +134,8 @@ pub struct Store {
     /// class does not look for room in larger classes again, because the
     /// last look found none (`Store::alloc`).
     no_spare_until: Box<[AtomicU32]>,
+    /// This process's place in its sweep and requested crawl (`sweep.rs`).
+    sweep: sweep::Cursors,
 }
 
 impl Store {
@@ -300,6 +302,7 @@ impl Store {
             sizes,
             page_table,
             no_spare_until: (0..classes.len()).map(|_| AtomicU32::new(0)).collect(),
+            sweep: sweep::Cursors::default(),
         }
     }
 
@@ -355,12 +358,16 @@ impl Store {
     /// the supervisor).
     #[inline]
     fn count_class(&self, class: usize, c: ClassCounter) {
+        self.count_class_n(class, c, 1);
+    }
+
+    fn count_class_n(&self, class: usize, c: ClassCounter, n: u64) {
         if self.slot_index < self.slots.len()
             && let Some(counters) = self
                 .class_stats
                 .get(self.slot_index * self.classes.len() + class)
         {
-            counters.incr(c);
+            counters.add(c, n);
         }
     }
 

@@ -28,7 +28,8 @@ use super::stats::{ClassCounters, Counters};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMCACHE");
 /// 3: the header records the layout's parameters (warm restart).
-pub const LAYOUT_VERSION: u32 = 4;
+/// 5: the LRU crawler's settings and counters.
+pub const LAYOUT_VERSION: u32 = 5;
 /// Slab growth factor. memcached's default (`-f`) is 1.25; 1.08 wastes less
 /// of each chunk (bench/memory, `-m 64`: 1.04x memcached's items at 100-byte
 /// and 1 KiB values instead of 0.86x; docs/memory.md).
@@ -232,6 +233,21 @@ pub struct Header {
     /// `stats sizes`: 0 = the histogram is off; otherwise it is on, and
     /// counts the items whose cas-unique is at least this (see `sizes.rs`).
     pub sizes_since: AtomicU64,
+    /// memcached's LRU crawler, which our sweep is (see `sweep.rs`): 1 = it
+    /// runs (`lru_crawler enable`, `-o lru_crawler`), 0 = it does not.
+    pub crawler: AtomicU32,
+    /// `lru_crawler sleep`: microseconds a requested crawl pauses after each
+    /// 1,000 items (paced per tick, see `sweep.rs`).
+    pub crawler_sleep: AtomicU32,
+    /// `lru_crawler tocrawl`: items of each class a requested crawl checks
+    /// in each worker's share (0 = all).
+    pub crawler_tocrawl: AtomicU32,
+    /// `lru_crawler crawl` requests so far; a worker has done its share of
+    /// the last one when its slot's `crawled` equals this.
+    pub crawls: AtomicU64,
+    /// Classes of the last requested crawl: bit `n` for class id `n` (1-63),
+    /// bit 0 for all of them.
+    pub crawl_classes: AtomicU64,
 }
 
 /// Settings a SIGHUP reload changes while the workers run: the supervisor
@@ -268,6 +284,9 @@ pub struct WorkerSlot {
     pub handoff: AtomicU32,
     /// CLOCK_MONOTONIC milliseconds of the worker loop's last tick.
     pub heartbeat_ms: AtomicU64,
+    /// The last requested crawl (`Header::crawls`) this slot's worker has
+    /// walked its share for.
+    pub crawled: AtomicU64,
     pub counters: Counters,
 }
 
@@ -533,6 +552,9 @@ impl Segment {
         h.page_count.store(l.page_count, Relaxed);
         h.page_size.store(l.page_size, Relaxed);
         h.started.store(super::unix_now() as u64, Relaxed);
+        // memcached's defaults; the supervisor sets the settings' values.
+        h.crawler.store(1, Relaxed);
+        h.crawler_sleep.store(100, Relaxed);
         let record = Fingerprint::of(l, cas_enabled);
         for (slot, value) in h.fingerprint.iter().zip(record.values()) {
             slot.store(value, Relaxed);
@@ -583,6 +605,8 @@ impl Segment {
         h.prefix_epoch.store(0, Relaxed);
         h.prefix_order.store(0, Relaxed);
         h.sizes_since.store(0, Relaxed);
+        // The slots' `crawled` are zero again: no crawl is waiting.
+        h.crawls.store(0, Relaxed);
     }
 
     /// Empty the whole segment and lay it out again (a memory file whose

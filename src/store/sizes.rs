@@ -222,7 +222,7 @@ mod tests {
         for _ in 0..100 {
             s.sweep_tick(0, 1);
         }
-        assert!(s.total(Counter::reclaimed) >= 500);
+        assert!(s.total(Counter::crawler_reclaimed) >= 500);
         assert_eq!(counted(&s), s.items_and_bytes().0);
         // Room in the class, then a class with no page: a page moves to it,
         // its items rescued into the free chunks.

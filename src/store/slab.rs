@@ -447,6 +447,11 @@ impl Store {
                     if !fetched {
                         count(Counter::evicted_unfetched, ClassCounter::evicted_unfetched);
                     }
+                    // Read since it last moved, but its second chance was
+                    // spent on an item nearer the tail.
+                    if it.word.load(Relaxed) & ACTIVE != 0 {
+                        count(Counter::evicted_active, ClassCounter::evicted_active);
+                    }
                     class
                         .evicted_time
                         .store(now.saturating_sub(it.time.load(Relaxed)), Relaxed);

@@ -64,6 +64,10 @@ counters!(
     slabs_moved,
     evictions,
     reclaimed,
+    // memcached's LRU crawler: our sweep and `lru_crawler crawl`.
+    crawler_reclaimed,
+    crawler_items_checked,
+    lru_crawler_starts,
     requests,
 );
 
@@ -148,10 +152,13 @@ class_counters!(
     reclaimed,
     expired_unfetched,
     evicted_unfetched,
+    evicted_active,
+    crawler_reclaimed,
+    crawler_items_checked,
 );
 
 /// Number of per-class counters.
-pub const CLASS_COUNTERS: usize = ClassCounter::evicted_unfetched as usize + 1;
+pub const CLASS_COUNTERS: usize = ClassCounter::crawler_items_checked as usize + 1;
 
 /// One worker's counters for one slab class.
 #[repr(C)]
@@ -162,7 +169,12 @@ pub struct ClassCounters {
 impl ClassCounters {
     #[inline]
     pub fn incr(&self, c: ClassCounter) {
-        self.values[c as usize].fetch_add(1, Ordering::Relaxed);
+        self.add(c, 1);
+    }
+
+    #[inline]
+    pub fn add(&self, c: ClassCounter, n: u64) {
+        self.values[c as usize].fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn get(&self, c: ClassCounter) -> u64 {

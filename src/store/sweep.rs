@@ -1,12 +1,19 @@
 //! The background sweep: expired and flushed items give their memory back
-//! without being read (memcached's LRU crawler does this job).
+//! without being read. It is memcached's LRU crawler to operators: it counts
+//! `crawler_reclaimed` and `crawler_items_checked`, `lru_crawler
+//! enable|disable` (`-o no_lru_crawler`) start and stop it, and `lru_crawler
+//! crawl <classes>` asks for a pass now.
 //!
 //! Each worker walks its share of the hash index a slice per tick, under the
 //! stripe lock of each bucket, and unlinks and frees what is dead, exactly as
-//! a `get` of that key would have. A full pass takes [`PASS_TICKS`] ticks.
+//! a `get` of that key would have. A full pass takes [`PASS_TICKS`] ticks; a
+//! requested crawl walks up to [`CRAWL_SLICE`] buckets or 2 ms a tick, only the
+//! classes asked for, at most `lru_crawler tocrawl` items of each and 1,000
+//! items per `lru_crawler sleep` of the tick, and then the sweep goes on.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 use super::item::FETCHED;
 use super::stats::{ClassCounter, Counter};
@@ -17,73 +24,392 @@ pub const PASS_TICKS: usize = 300;
 /// Buckets per tick at least: a small table is swept in a few seconds (2,048
 /// buckets cost well under a millisecond).
 const MIN_SLICE: usize = 2048;
+/// Buckets per tick of a requested crawl at most, and the time it may take
+/// (looked at every 1,024 buckets): an empty bucket costs a nanosecond or so,
+/// an item some 100 ns, so a tick walks `-m 64`'s 512 Ki buckets or some
+/// 20,000 items, and a worker serves its clients 98 % of the time.
+pub const CRAWL_SLICE: usize = 1 << 20;
+const CRAWL_TICK_BUDGET: std::time::Duration = std::time::Duration::from_millis(2);
+/// memcached's crawler sleeps `lru_crawler_sleep` µs after this many items.
+const CRAWLS_PER_SLEEP: u64 = 1000;
+/// The worker's tick, in µs.
+const TICK_US: u64 = 100_000;
 
-/// Next bucket this process sweeps (each worker is its own process);
-/// `usize::MAX` until the first tick places it in the worker's share.
-static CURSOR: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// Where this process (each worker is its own) is in its sweep and in a
+/// requested crawl.
+pub(super) struct Cursors {
+    /// Next bucket to sweep; `usize::MAX` until the first tick places it in
+    /// the worker's share.
+    sweep: AtomicUsize,
+    /// Next bucket of the requested crawl `crawl_of` (usize::MAX: none yet).
+    crawl: AtomicUsize,
+    crawl_of: AtomicU64,
+    /// Items of each class that crawl has checked.
+    crawl_checked: Mutex<Vec<u64>>,
+}
+
+impl Default for Cursors {
+    fn default() -> Cursors {
+        Cursors {
+            sweep: AtomicUsize::new(usize::MAX),
+            crawl: AtomicUsize::new(usize::MAX),
+            crawl_of: AtomicU64::new(0),
+            crawl_checked: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+/// What a slice looks at, and what it counts.
+struct Walk {
+    /// Bit `n`: class id `n` (1-63); bit 0: every class.
+    classes: u64,
+    /// Items a class may still have checked (u64::MAX: no limit).
+    left: Vec<u64>,
+    /// Items checked and freed, per class.
+    checked: Vec<u64>,
+    freed: Vec<u64>,
+    /// The sum of `checked`.
+    checked_total: u64,
+}
+
+impl Walk {
+    fn new(classes: u64, left: Vec<u64>) -> Walk {
+        let n = left.len();
+        Walk {
+            classes,
+            left,
+            checked: vec![0; n],
+            freed: vec![0; n],
+            checked_total: 0,
+        }
+    }
+
+    fn wants(&self, class: usize) -> bool {
+        (self.classes & 1 != 0 || (class < 63 && self.classes & (1 << (class + 1)) != 0))
+            && self.left.get(class).is_some_and(|&l| l > 0)
+    }
+}
 
 impl Store {
     /// One tick of the sweep for worker `slot` of `workers`: walk the next
-    /// slice of this worker's share of the buckets. Returns the items freed.
+    /// slice of this worker's share of the buckets, of a requested crawl if
+    /// one is waiting for this worker. Returns the items freed.
     pub fn sweep_tick(&self, slot: usize, workers: usize) -> u64 {
+        let h = self.header();
+        if h.crawler.load(Relaxed) == 0 {
+            return 0;
+        }
         let buckets = self.buckets.len();
         let workers = workers.max(1);
         let share = buckets.div_ceil(workers);
         let first = (slot % workers) * share;
         let end = (first + share).min(buckets);
+        let crawl = h.crawls.load(Relaxed);
+        if crawl > self.slot().crawled.load(Relaxed) {
+            return self.crawl_tick(crawl, first, end);
+        }
         if first >= end {
             return 0;
         }
-        let mut at = CURSOR.load(Relaxed);
+        let mut at = self.sweep.sweep.load(Relaxed);
         if !(first..end).contains(&at) {
             at = first;
         }
+        if at == first {
+            self.counters().incr(Counter::lru_crawler_starts);
+        }
         let slice = share.div_ceil(PASS_TICKS).max(MIN_SLICE);
         let stop = (at + slice).min(end);
-        let mut freed = 0;
+        let mut walk = Walk::new(1, vec![u64::MAX; self.classes.len()]);
         for b in at..stop {
-            freed += self.sweep_bucket(b);
+            self.sweep_bucket(b, &mut walk);
         }
-        CURSOR.store(if stop >= end { first } else { stop }, Relaxed);
+        self.sweep
+            .sweep
+            .store(if stop >= end { first } else { stop }, Relaxed);
+        self.count_walk(&walk)
+    }
+
+    /// A tick of requested crawl `crawl` over buckets `first..end`.
+    fn crawl_tick(&self, crawl: u64, first: usize, end: usize) -> u64 {
+        let h = self.header();
+        let classes = self.classes.len();
+        let mut checked = self
+            .sweep
+            .crawl_checked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut at = self.sweep.crawl.load(Relaxed);
+        if self.sweep.crawl_of.swap(crawl, Relaxed) != crawl || !(first..end).contains(&at) {
+            at = first;
+            checked.clear();
+            checked.resize(classes, 0);
+        }
+        let tocrawl = match h.crawler_tocrawl.load(Relaxed) {
+            0 => u64::MAX,
+            n => u64::from(n),
+        };
+        let left = checked.iter().map(|&c| tocrawl.saturating_sub(c)).collect();
+        let mut walk = Walk::new(h.crawl_classes.load(Relaxed), left);
+        let budget = match h.crawler_sleep.load(Relaxed) {
+            0 => u64::MAX,
+            sleep => (CRAWLS_PER_SLEEP * TICK_US / u64::from(sleep)).max(1),
+        };
+        let started = std::time::Instant::now();
+        let stop = end.min(at + CRAWL_SLICE);
+        let mut b = at;
+        while b < stop && walk.checked_total < budget {
+            self.sweep_bucket(b, &mut walk);
+            b += 1;
+            if b.is_multiple_of(1024) && started.elapsed() >= CRAWL_TICK_BUDGET {
+                break;
+            }
+        }
+        for (c, n) in checked.iter_mut().zip(&walk.checked) {
+            *c += n;
+        }
+        if b >= end {
+            // Our share is done; the sweep goes on where it was.
+            self.slot().crawled.store(crawl, Relaxed);
+            self.sweep.crawl.store(usize::MAX, Relaxed);
+        } else {
+            self.sweep.crawl.store(b, Relaxed);
+        }
+        self.count_walk(&walk)
+    }
+
+    /// Add a slice's counts to this worker's counters; returns the items freed.
+    fn count_walk(&self, walk: &Walk) -> u64 {
+        let mut freed = 0;
+        for (c, (&n, &f)) in walk.checked.iter().zip(&walk.freed).enumerate() {
+            if n != 0 {
+                self.count_class_n(c, ClassCounter::crawler_items_checked, n);
+                self.counters().add(Counter::crawler_items_checked, n);
+            }
+            if f != 0 {
+                self.count_class_n(c, ClassCounter::crawler_reclaimed, f);
+                self.counters().add(Counter::crawler_reclaimed, f);
+                freed += f;
+            }
+        }
         freed
     }
 
-    /// Free the dead items of bucket `b`; returns how many.
-    fn sweep_bucket(&self, b: usize) -> u64 {
+    /// Check the items of bucket `b` the walk wants and free the dead ones.
+    fn sweep_bucket(&self, b: usize, walk: &mut Walk) {
         let bucket = &self.buckets[b];
         // A racy peek: an empty bucket needs no lock.
         if bucket.load(Relaxed) == 0 {
-            return 0;
+            return;
         }
         let _s = self.stripes[b % self.stripes.len()]
             .lock()
             .repaired_trivially();
         let now = unix_now();
         let (oldest_live, oldest_cas) = self.flush_marks();
-        let mut freed = 0;
         let mut link = bucket;
         loop {
             let id = link.load(Relaxed);
             if id == 0 || !self.valid_id(id) {
-                return freed;
+                return;
             }
             let it = self.item(id);
+            let class = it.class.load(Relaxed) as usize;
+            if !walk.wants(class) {
+                link = &it.next;
+                continue;
+            }
+            walk.left[class] -= 1;
+            walk.checked[class] += 1;
+            walk.checked_total += 1;
             if !it.is_dead(now, oldest_live, oldest_cas) {
                 link = &it.next;
                 continue;
             }
-            let class = it.class.load(Relaxed) as usize;
             let flushed = it.is_flushed(now, oldest_live, oldest_cas);
             let fetched = it.word.load(Relaxed) & FETCHED != 0;
-            self.counters().incr(Counter::reclaimed);
-            self.count_class(class, ClassCounter::reclaimed);
             if !fetched && !flushed {
                 self.counters().incr(Counter::expired_unfetched);
                 self.count_class(class, ClassCounter::expired_unfetched);
             }
+            walk.freed[class] += 1;
             // `link` now leads to the next item.
             self.unlink_and_free(link, id);
-            freed += 1;
         }
+    }
+
+    /// `lru_crawler crawl`: ask every worker for a pass over its share, of
+    /// the classes in `classes` (bit `n`: class id `n`; bit 0: all). False
+    /// when the last one is not done yet (memcached's `BUSY`).
+    pub fn request_crawl(&self, classes: u64) -> bool {
+        if self.crawl_running() {
+            return false;
+        }
+        let h = self.header();
+        h.crawl_classes.store(classes, Relaxed);
+        h.crawls.fetch_add(1, Relaxed);
+        self.counters().incr(Counter::lru_crawler_starts);
+        true
+    }
+
+    /// A requested crawl is still being walked by some live worker
+    /// (`lru_crawler_running`).
+    pub fn crawl_running(&self) -> bool {
+        let h = self.header();
+        if h.crawler.load(Relaxed) == 0 {
+            return false;
+        }
+        let crawl = h.crawls.load(Relaxed);
+        let workers = h.live.workers.load(Relaxed) as usize;
+        self.slots()
+            .iter()
+            .take(workers)
+            .any(|s| s.pid.load(Relaxed) != 0 && s.crawled.load(Relaxed) < crawl)
+    }
+
+    /// `lru_crawler enable|disable`; false when it already ran (memcached
+    /// cannot start its crawler thread twice).
+    pub fn set_crawler(&self, on: bool) -> bool {
+        let was = self.header().crawler.swap(u32::from(on), Relaxed);
+        !(on && was != 0)
+    }
+
+    pub fn crawler_enabled(&self) -> bool {
+        self.header().crawler.load(Relaxed) != 0
+    }
+
+    /// `lru_crawler sleep` and `tocrawl` as set now.
+    pub fn crawler_pace(&self) -> (u32, u32) {
+        let h = self.header();
+        (
+            h.crawler_sleep.load(Relaxed),
+            h.crawler_tocrawl.load(Relaxed),
+        )
+    }
+
+    pub fn set_crawler_sleep(&self, us: u32) {
+        self.header().crawler_sleep.store(us, Relaxed);
+    }
+
+    pub fn set_crawler_tocrawl(&self, items: u32) {
+        self.header().crawler_tocrawl.store(items, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::stats::{ClassCounter, Counter};
+    use super::super::tests::store;
+    use super::super::{Store, StoreMode, item_size};
+
+    /// `n` items of `len`-byte values, dead on arrival (exptime -1) or not.
+    fn fill(s: &Store, prefix: &str, n: usize, len: usize, dead: bool) {
+        for i in 0..n {
+            let key = format!("{prefix}{i:05}");
+            let exptime = if dead { -1 } else { 0 };
+            s.store(
+                StoreMode::Set,
+                key.as_bytes(),
+                0,
+                exptime,
+                &vec![b'v'; len],
+                0,
+            );
+        }
+    }
+
+    fn number(s: &Store, class: usize) -> u64 {
+        s.class_snapshot(class, super::unix_now()).used_chunks
+    }
+
+    /// Tick worker 0 of 1 until the requested crawl is done; returns the ticks.
+    fn crawl(s: &Store) -> usize {
+        let mut ticks = 0;
+        while s.slot().crawled.load(super::Relaxed) < s.header().crawls.load(super::Relaxed) {
+            s.sweep_tick(0, 1);
+            ticks += 1;
+            assert!(ticks < 1000, "the crawl never ends");
+        }
+        ticks
+    }
+
+    #[test]
+    fn a_crawl_frees_the_dead_items_of_the_classes_asked_for() {
+        let s = store(64, true);
+        let small = s.class_for(item_size(6, 100)).unwrap();
+        let large = s.class_for(item_size(6, 2000)).unwrap();
+        assert_ne!(small, large);
+        fill(&s, "s", 3000, 100, true);
+        fill(&s, "l", 3000, 2000, true);
+        fill(&s, "k", 500, 100, false);
+        assert_eq!(number(&s, small), 3500);
+        // Only the small class (memcached's id is ours plus one).
+        assert!(s.request_crawl(1 << (small + 1)));
+        assert_eq!(s.total(Counter::lru_crawler_starts), 1);
+        crawl(&s);
+        assert_eq!(number(&s, small), 500);
+        assert_eq!(number(&s, large), 3000);
+        assert_eq!(s.class_total(small, ClassCounter::crawler_reclaimed), 3000);
+        assert_eq!(
+            s.class_total(small, ClassCounter::crawler_items_checked),
+            3500
+        );
+        assert_eq!(s.class_total(large, ClassCounter::crawler_items_checked), 0);
+        assert_eq!(s.total(Counter::crawler_reclaimed), 3000);
+        // memcached's `reclaimed` is memory reused at a store, not the crawler's.
+        assert_eq!(s.total(Counter::reclaimed), 0);
+        assert_eq!(s.total(Counter::expired_unfetched), 3000);
+        // Then all of them.
+        assert!(s.request_crawl(1));
+        crawl(&s);
+        assert_eq!(number(&s, large), 0);
+        assert_eq!(s.total(Counter::crawler_reclaimed), 6000);
+        assert_eq!(s.items_and_bytes().0, 500);
+    }
+
+    #[test]
+    fn tocrawl_and_sleep_bound_a_crawl() {
+        let s = store(64, true);
+        let class = s.class_for(item_size(6, 100)).unwrap();
+        fill(&s, "s", 3000, 100, true);
+        s.set_crawler_tocrawl(1000);
+        assert!(s.request_crawl(1));
+        crawl(&s);
+        assert_eq!(
+            s.class_total(class, ClassCounter::crawler_items_checked),
+            1000
+        );
+        assert_eq!(number(&s, class), 2000);
+        // 1,000 items per `sleep` µs of a 100 ms tick: a second's sleep lets
+        // 100 items a tick through.
+        s.set_crawler_tocrawl(0);
+        s.set_crawler_sleep(1_000_000);
+        assert!(s.request_crawl(1));
+        s.sweep_tick(0, 1);
+        // At most 100 (fewer when the tick's 2 ms run out first).
+        assert!(number(&s, class) >= 1900);
+        let ticks = crawl(&s);
+        assert!(ticks >= 19, "{ticks} ticks");
+        assert_eq!(number(&s, class), 0);
+    }
+
+    #[test]
+    fn a_disabled_crawler_neither_sweeps_nor_crawls() {
+        let s = store(8, true);
+        fill(&s, "s", 1000, 100, true);
+        assert!(s.set_crawler(false));
+        for _ in 0..100 {
+            assert_eq!(s.sweep_tick(0, 1), 0);
+        }
+        assert_eq!(s.items_and_bytes().0, 1000);
+        assert!(!s.crawler_enabled());
+        // memcached cannot start its crawler twice.
+        assert!(s.set_crawler(true));
+        assert!(!s.set_crawler(true));
+        for _ in 0..100 {
+            s.sweep_tick(0, 1);
+        }
+        assert_eq!(s.items_and_bytes().0, 0);
+        assert!(s.total(Counter::lru_crawler_starts) > 0);
     }
 }

@@ -301,6 +301,7 @@ impl Supervisor {
         // The segment keeps what a client set last; a start (cold, warm or an
         // upgrade) begins from the settings.
         apply_automove(&store, &settings);
+        apply_crawler(&store, &settings);
         if settings.track_sizes {
             apply_track_sizes(&store, &settings);
         }
@@ -719,7 +720,12 @@ impl Supervisor {
             self.settings.slab_automove_ratio,
         );
         let track_sizes = self.settings.track_sizes;
+        let crawler = crawler_settings(&self.settings);
         self.settings = plan.settings;
+        if crawler_settings(&self.settings) != crawler {
+            // As a client's `lru_crawler enable|disable|sleep|tocrawl` would.
+            apply_crawler(self.store(), &self.settings);
+        }
         if self.settings.track_sizes != track_sizes {
             // As a client's `stats sizes_enable` / `sizes_disable` would.
             apply_track_sizes(self.store(), &self.settings);
@@ -1300,6 +1306,19 @@ fn store_params(settings: &Settings, slots: u32) -> StoreParams {
 fn apply_automove(store: &Store, settings: &Settings) {
     store.set_automove(settings.slab_automove);
     store.set_automove_ratio(settings.slab_automove_ratio);
+}
+
+/// `-o lru_crawler`, `lru_crawler_sleep`, `lru_crawler_tocrawl` into the
+/// segment, where the `lru_crawler` commands change them and the sweep reads
+/// them.
+fn apply_crawler(store: &Store, settings: &Settings) {
+    store.set_crawler(settings.lru_crawler);
+    store.set_crawler_sleep(settings.lru_crawler_sleep);
+    store.set_crawler_tocrawl(settings.lru_crawler_tocrawl);
+}
+
+fn crawler_settings(s: &Settings) -> (bool, u32, u32) {
+    (s.lru_crawler, s.lru_crawler_sleep, s.lru_crawler_tocrawl)
 }
 
 /// `-o track_sizes`: the histogram on, as `stats sizes_enable` turns it on

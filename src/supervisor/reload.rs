@@ -3,7 +3,8 @@
 //! - **live**: verbosity, `-c`, `-R`, `idle_timeout` go through the segment's
 //!   header; every worker loads them at its next tick; `slab_automove` and
 //!   `slab_automove_ratio` are set in the segment as a client's `slabs automove`
-//!   would, `track_sizes` as `stats sizes_enable` / `sizes_disable` would;
+//!   would, `track_sizes` as `stats sizes_enable` / `sizes_disable` would,
+//!   `lru_crawler*` as the `lru_crawler` commands would;
 //! - **workers** (`-t`), within the slots made at start (`max_workers`): new
 //!   slots get a worker, surplus workers pass their connections on and stop;
 //! - **fixed**: what the segment's layout, the sockets or the process identity
@@ -119,6 +120,9 @@ pub fn plan(running: &Settings, mut wanted: Settings) -> Plan {
         slab_automove => "slab_automove",
         slab_automove_ratio => "slab_automove_ratio",
         track_sizes => "track_sizes",
+        lru_crawler => "lru_crawler",
+        lru_crawler_sleep => "lru_crawler_sleep",
+        lru_crawler_tocrawl => "lru_crawler_tocrawl",
         workers => "workers",
     );
 
@@ -131,6 +135,9 @@ pub fn plan(running: &Settings, mut wanted: Settings) -> Plan {
     forked_with.slab_automove = wanted.slab_automove;
     forked_with.slab_automove_ratio = wanted.slab_automove_ratio;
     forked_with.track_sizes = wanted.track_sizes;
+    forked_with.lru_crawler = wanted.lru_crawler;
+    forked_with.lru_crawler_sleep = wanted.lru_crawler_sleep;
+    forked_with.lru_crawler_tocrawl = wanted.lru_crawler_tocrawl;
     forked_with.workers = wanted.workers;
     forked_with.max_workers = wanted.max_workers;
     let roll = forked_with != wanted;

@@ -1,10 +1,10 @@
 //! Runs one parsed command against the store and renders its reply.
 
-use crate::protocol::{Command, StoreMode, keys, reply};
+use crate::protocol::{Command, Crawler, StoreMode, keys, reply};
 use crate::store::mover::Reassign;
 use crate::store::prefix::PrefixOp;
 use crate::store::stats::Counter;
-use crate::store::{ArithResult, StoreResult};
+use crate::store::{ArithResult, Store, StoreResult};
 
 use super::WorkerContext;
 use super::stats;
@@ -218,8 +218,10 @@ pub fn execute(ctx: &WorkerContext, cmd: &Command<'_>, out: &mut Vec<u8>) -> Aft
                 out.extend_from_slice(reply::OK);
             }
         }
-        // Streamed by its connection a slice at a time (worker::run_requests).
-        Command::MetaDump { .. } => {}
+        // Streamed by its connection a slice at a time (worker::run_requests),
+        // unless the crawler is off.
+        Command::MetaDump { .. } => out.extend_from_slice(reply::CRAWLER_DISABLED),
+        Command::LruCrawler(c) => out.extend_from_slice(lru_crawler(store, c)),
         Command::Stats { args } => stats::render(ctx, args, out),
         Command::Shutdown { graceful: _ } => {
             // The parser answers it when -A is off. The supervisor drains every
@@ -271,4 +273,41 @@ pub fn execute(ctx: &WorkerContext, cmd: &Command<'_>, out: &mut Vec<u8>) -> Aft
         }
     }
     After::Continue
+}
+
+/// `lru_crawler` but `metadump`: our sweep is memcached's crawler.
+fn lru_crawler(store: &Store, c: Crawler) -> &'static [u8] {
+    match c {
+        Crawler::Crawl { .. } | Crawler::Refused(_) if !store.crawler_enabled() => {
+            reply::CRAWLER_DISABLED
+        }
+        Crawler::Refused(why) => why.reply(),
+        Crawler::Crawl { classes: 0 } => reply::CRAWL_NOT_STARTED,
+        Crawler::Crawl { classes } => {
+            if store.request_crawl(classes) {
+                reply::OK
+            } else {
+                reply::CRAWL_BUSY
+            }
+        }
+        Crawler::Sleep { us } => {
+            store.set_crawler_sleep(us);
+            reply::OK
+        }
+        Crawler::ToCrawl { items } => {
+            store.set_crawler_tocrawl(items);
+            reply::OK
+        }
+        Crawler::Enable => {
+            if store.set_crawler(true) {
+                reply::OK
+            } else {
+                reply::CRAWLER_START_FAILED
+            }
+        }
+        Crawler::Disable => {
+            store.set_crawler(false);
+            reply::OK
+        }
+    }
 }

@@ -602,7 +602,9 @@ fn run_requests(
                 if ctx.settings.verbosity >= 2 {
                     debug!(log, "request"; "command" => ?command);
                 }
-                if let protocol::Command::MetaDump { classes } = command {
+                if let protocol::Command::MetaDump { classes } = command
+                    && ctx.store.crawler_enabled()
+                {
                     conn.dump = Some(meta::Dump::new(classes));
                     conn.handled = true;
                     conn.input.consume(consumed);

@@ -179,6 +179,10 @@ fn settings(ctx: &WorkerContext, out: &mut Vec<u8>) {
         &format_args!("{:.2}", ctx.store.automove_ratio()),
     );
     stat(out, "slab_automove_window", &s.slab_automove_window);
+    let (sleep, tocrawl) = ctx.store.crawler_pace();
+    stat(out, "lru_crawler", &yes_no(ctx.store.crawler_enabled()));
+    stat(out, "lru_crawler_sleep", &sleep);
+    stat(out, "lru_crawler_tocrawl", &tocrawl);
     stat(out, "flush_enabled", &yes_no(s.flush_enabled));
     stat(out, "dump_enabled", &yes_no(s.dump_enabled));
     stat(out, "hash_algorithm", &"xxh3");
@@ -219,11 +223,14 @@ fn items(ctx: &WorkerContext, out: &mut Vec<u8>) {
             "expired_unfetched",
             total(ClassCounter::expired_unfetched),
         );
-        line(
-            out,
-            "evicted_unfetched",
-            total(ClassCounter::evicted_unfetched),
-        );
+        for k in [
+            ClassCounter::evicted_unfetched,
+            ClassCounter::evicted_active,
+            ClassCounter::crawler_reclaimed,
+            ClassCounter::crawler_items_checked,
+        ] {
+            line(out, k.name(), total(k));
+        }
     }
     out.extend_from_slice(reply::END);
 }
@@ -449,6 +456,8 @@ fn general(ctx: &WorkerContext, out: &mut Vec<u8>) {
         ("slab_reassign_busy_deletes", 0),
         ("slab_reassign_running", u64::from(store.reassign_running())),
         ("slabs_moved", total(Counter::slabs_moved)),
+        ("lru_crawler_running", u64::from(store.crawl_running())),
+        ("lru_crawler_starts", total(Counter::lru_crawler_starts)),
     ] {
         reply::stat(out, name, value);
     }
@@ -462,6 +471,8 @@ fn general(ctx: &WorkerContext, out: &mut Vec<u8>) {
         Counter::evicted_active,
         Counter::evictions,
         Counter::reclaimed,
+        Counter::crawler_reclaimed,
+        Counter::crawler_items_checked,
     ] {
         reply::stat(out, c.name(), total(c));
     }
