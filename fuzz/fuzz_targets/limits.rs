@@ -8,12 +8,14 @@ pub const DEFAULT: Limits = Limits {
     cas_enabled: true,
     seed_element_size: 1000,
     shutdown_enabled: true,
+    dump_enabled: true,
 };
 
-/// Small enough that short inputs reach "too large" and its swallow.
+/// Small enough that short inputs reach "too large" and its swallow; `-X`.
 pub const SMALL: Limits = Limits {
     item_size_max: 128,
     cas_enabled: false,
     seed_element_size: 8,
     shutdown_enabled: false,
+    dump_enabled: false,
 };
