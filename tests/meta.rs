@@ -4,7 +4,8 @@
 //! What each server numbers its own way is compared by structure: cas values
 //! (`c<n>` flags, `me`'s `cas=`) become `<cas#1>`, `<cas#2>`, ... in order of
 //! appearance per connection, and `$CAS` in a request is the last cas that
-//! connection saw. Times (`t<n>`, `l<n>`, `me`'s `exp=` and `la=`) must be
+//! connection saw (`me`'s `cls=` and `size=` are each server's own). Times
+//! (`t<n>`, `l<n>`, `me`'s `exp=` and `la=`) must be
 //! within [`TIME_SLACK`] seconds of memcached's: the two clocks tick apart.
 //!
 //! `SHMCACHED_DIFF_AGAINST=memcached` runs memcached in shmcached's place (a
@@ -150,6 +151,16 @@ fn normalise(reply: &[u8], seen: &mut Seen) -> Normal {
                 }
                 if let Some(v) = w.strip_prefix(b"la=") {
                     time(&mut out, &mut times, "la=", v);
+                    continue;
+                }
+                // Each server's own class and item size (a knowing
+                // difference; tests/stats.rs checks ours against `stats
+                // items`).
+                if w.starts_with(b"cls=") || w.starts_with(b"size=") {
+                    out.push(format!(
+                        "{}=#",
+                        escape(w.split(|&b| b == b'=').next().unwrap())
+                    ));
                     continue;
                 }
             }

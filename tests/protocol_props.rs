@@ -14,8 +14,8 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use shmcached::protocol::render::{render, to_bytes};
 use shmcached::protocol::{
-    Command, CrawlRefusal, Crawler, KEY_MAX_LENGTH, LINE_MAX, Limits, Parsed, Ratio, StoreMode,
-    parse,
+    ClassIds, Command, CrawlRefusal, Crawler, KEY_MAX_LENGTH, LINE_MAX, Limits, Parsed, Ratio,
+    StoreMode, parse,
 };
 
 /// memcached's defaults, with `-A` so that `shutdown` parses too.
@@ -180,9 +180,23 @@ fn text_command() -> impl Strategy<Value = Command<'static>> {
                 ratio: Ratio(r),
                 noreply,
             }),
-        // Bit 0 (all) alone, or class ids 1-63 (none: only commas).
-        prop_oneof![Just(1u64), any::<u64>().prop_map(|m| m & !1)]
-            .prop_map(|classes| Command::LruCrawler(Crawler::Crawl { classes })),
+        // All, or class ids 1-255 (none: only commas).
+        prop_oneof![
+            Just(None),
+            any::<[u64; 4]>().prop_map(|mut w| {
+                w[0] &= !1;
+                Some(ClassIds(w))
+            })
+        ]
+        .prop_map(|classes| Command::LruCrawler(Crawler::Crawl { classes })),
+        proptest::option::of(any::<[u64; 4]>().prop_map(|mut w| {
+            w[0] &= !1;
+            ClassIds(w)
+        }))
+        .prop_filter("a list of only commas is not a metadump", |c| {
+            c.is_none_or(|ids| !ids.is_empty())
+        })
+        .prop_map(|classes| Command::MetaDump { classes }),
         (0..=1_000_000u32).prop_map(|us| Command::LruCrawler(Crawler::Sleep { us })),
         any::<u32>().prop_map(|items| Command::LruCrawler(Crawler::ToCrawl { items })),
         Just(Command::LruCrawler(Crawler::Enable)),

@@ -839,33 +839,67 @@ fn conns_lists_every_workers_connections() {
     }
 }
 
-/// `lru_crawler metadump` lines as key -> (exp - la or -1, cas, fetch, cls,
-/// size); `la` itself checked against the clock, since each server's clock
-/// second differs.
+/// `lru_crawler metadump` lines as key -> (exp - la or -1, cas, fetch); `la`
+/// itself checked against the clock, since each server's clock second
+/// differs. `cls` and `size` are each server's own class and item size
+/// (ours differ from memcached's as our classes and header do): see
+/// [`metadump_classes`].
 fn metadump_lines(reply: &[u8]) -> BTreeMap<String, String> {
-    let text = String::from_utf8_lossy(reply);
-    assert!(text.ends_with("END\r\n"), "{text:?}");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
     let mut out = BTreeMap::new();
-    for line in text.strip_suffix("END\r\n").unwrap().split_terminator('\n') {
-        let fields: BTreeMap<&str, &str> =
-            line.split(' ').filter_map(|f| f.split_once('=')).collect();
+    for fields in metadump_fields(reply) {
         let la: i64 = fields["la"].parse().unwrap();
-        assert!((now - 30..=now).contains(&la), "{line}");
+        assert!((now - 30..=now).contains(&la), "{fields:?}");
         let exp: i64 = fields["exp"].parse().unwrap();
         let ttl = if exp == -1 { -1 } else { exp - la };
         out.insert(
             fields["key"].to_string(),
-            format!(
-                "ttl={ttl} cas={} fetch={} cls={} size={}",
-                fields["cas"], fields["fetch"], fields["cls"], fields["size"]
-            ),
+            format!("ttl={ttl} cas={} fetch={}", fields["cas"], fields["fetch"]),
         );
     }
     out
+}
+
+fn metadump_fields(reply: &[u8]) -> Vec<BTreeMap<String, String>> {
+    let text = String::from_utf8_lossy(reply);
+    assert!(text.ends_with("END\r\n"), "{text:?}");
+    text.strip_suffix("END\r\n")
+        .unwrap()
+        .split_terminator('\n')
+        .map(|line| {
+            line.split(' ')
+                .filter_map(|f| f.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// key -> (cls, size) of a metadump.
+fn metadump_classes(reply: &[u8]) -> BTreeMap<String, (u64, u64)> {
+    metadump_fields(reply)
+        .into_iter()
+        .map(|f| {
+            (
+                f["key"].clone(),
+                (f["cls"].parse().unwrap(), f["size"].parse().unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// The class `me <key>` gives (each server's own numbering).
+fn class_of(c: &mut Conn, key: &str) -> String {
+    let reply =
+        String::from_utf8_lossy(&c.roundtrip(format!("me {key}\r\n").as_bytes())).into_owned();
+    reply
+        .split(' ')
+        .find_map(|f| f.strip_prefix("cls="))
+        .unwrap_or_else(|| panic!("{reply}"))
+        .to_string()
 }
 
 /// A `stats cachedump` reply with each absolute expiry time checked against
@@ -894,9 +928,12 @@ fn cachedump_lines(reply: &[u8]) -> String {
     out
 }
 
-/// `lru_crawler metadump` against memcached: the same lines (up to order and
-/// each server's clock), keys URI-encoded, expired and flushed items left
-/// out, memcached's class ids and item sizes, class filters, and its errors.
+/// `lru_crawler metadump` against memcached: the same lines (up to order,
+/// each server's clock and class numbering), keys URI-encoded, expired and
+/// flushed items left out, class filters, and its errors. Then ours alone:
+/// `cls` is the class `stats items` counts the item in, and a dump of each
+/// class `stats items` lists gives every key once (what scripts that list
+/// keys do).
 #[test]
 fn metadump_matches_memcached() {
     let setup: &[u8] = b"set plain 0 0 5\r\nhello\r\nset k/\xc3\xa9%~x 7 100 3\r\nabc\r\n\
@@ -905,29 +942,35 @@ get k/\xc3\xa9%~x\r\nset big 9 0 3000\r\n";
     setup.extend(std::iter::repeat_n(b'b', 3000));
     setup.extend_from_slice(
         b"\r\nset gone 0 -1 1\r\nx\r\nset flushed 0 0 1\r\nx\r\nmd flushed q\r\n\
-ms bin 2 b\r\nhi\r\n",
+ms bin 2 b\r\nhi\r\nset mid 0 0 700\r\n",
     );
-    let asks: &[&[u8]] = &[
-        b"lru_crawler metadump all\r\n",
-        b"lru_crawler metadump hash\r\n",
-        b"lru_crawler metadump 1\r\n",
-        b"lru_crawler metadump 1,,17,63\r\n",
-        b"lru_crawler metadump 64\r\n",
-        b"lru_crawler metadump 0\r\n",
-        b"lru_crawler metadump x\r\n",
-        b"lru_crawler metadump\r\n",
-        b"lru_crawler metadump all noreply\r\n",
-        b"lru_crawler bogus\r\n",
+    setup.extend(std::iter::repeat_n(b'm', 700));
+    setup.extend_from_slice(b"\r\n");
+    // `{big}`: the class of key `big` on the server asked.
+    let asks: &[&str] = &[
+        "lru_crawler metadump all\r\n",
+        "lru_crawler metadump hash\r\n",
+        "lru_crawler metadump {big}\r\n",
+        "lru_crawler metadump {big},,{big}\r\n",
+        "lru_crawler metadump ,\r\n",
+        "lru_crawler metadump 255\r\n",
+        "lru_crawler metadump 0\r\n",
+        "lru_crawler metadump x\r\n",
+        "lru_crawler metadump\r\n",
+        "lru_crawler metadump all noreply\r\n",
+        "lru_crawler bogus\r\n",
     ];
     let mut replies = Vec::new();
+    let mut ours = Vec::new();
     for server in [Server::memcached(&[]), Server::shmcached(&[])] {
         let mut c = server.connect();
         c.roundtrip(&setup);
+        let big = class_of(&mut c, "big");
         let mut got = Vec::new();
         for ask in asks {
             // memcached's crawler thread writes the dump: a sentinel request
             // behind it may be answered first. Read to END or an error line.
-            c.send(ask);
+            c.send(ask.replace("{big}", &big).as_bytes());
             let (reply, _) = c.read_until(|b| {
                 b.ends_with(b"END\r\n") || (!b.starts_with(b"key=") && b.ends_with(b"\r\n"))
             });
@@ -936,11 +979,15 @@ ms bin 2 b\r\nhi\r\n",
             } else {
                 got.push(escape(&reply));
             }
+            ours.push(reply);
         }
         replies.push(got);
+        if server.kind().name() == "shmcached" {
+            check_metadump_classes(&mut c, &ours[asks.len()..]);
+        }
     }
     for (i, ask) in asks.iter().enumerate() {
-        assert_eq!(replies[0][i], replies[1][i], "{}", escape(ask));
+        assert_eq!(replies[0][i], replies[1][i], "{ask}");
     }
     assert!(
         replies[1][0].contains("k%2F%C3%A9%25~x"),
@@ -948,6 +995,45 @@ ms bin 2 b\r\nhi\r\n",
         replies[1][0]
     );
     assert!(!replies[1][0].contains("gone") && !replies[1][0].contains("flushed"));
+}
+
+/// Our metadump's `cls` and `size` are those `stats items` counts: each
+/// listed class dumped alone gives its `number` of keys, every key once, of
+/// `mem_requested` bytes in all.
+fn check_metadump_classes(c: &mut Conn, replies: &[Vec<u8>]) {
+    let all = metadump_classes(&replies[0]);
+    // `gone` is counted until reclaimed; a crawl reclaims it now.
+    assert_eq!(c.roundtrip(b"lru_crawler crawl all\r\n"), b"OK\r\n");
+    wait_for_crawl(c);
+    let items = parse_stats(&c.roundtrip(b"stats items\r\n"));
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, number) in items.iter().filter(|(k, _)| k.ends_with(":number")) {
+        let class: u64 = name.split(':').nth(1).unwrap().parse().unwrap();
+        c.send(format!("lru_crawler metadump {class}\r\n").as_bytes());
+        let (reply, _) = c.read_until(|b| b.ends_with(b"END\r\n"));
+        let dumped = metadump_classes(&reply);
+        assert_eq!(
+            dumped.len() as u64,
+            number.parse::<u64>().unwrap(),
+            "{name}"
+        );
+        let bytes: u64 = dumped.values().map(|&(_, size)| size).sum();
+        assert_eq!(bytes, num(&items, &format!("items:{class}:mem_requested")));
+        for (key, &(cls, size)) in &dumped {
+            assert_eq!(cls, class, "{key}");
+            assert_eq!(all[key].0, class, "{key}");
+            assert!(seen.insert(key.clone()), "{key} twice");
+            // `me` says the same (`bin` was set base64: its key is `AAEC`-ish).
+            if !key.contains('%') && key != "bin" {
+                let me = String::from_utf8_lossy(&c.roundtrip(format!("me {key}\r\n").as_bytes()))
+                    .into_owned();
+                assert!(me.contains(&format!(" cls={cls} size={size}\r\n")), "{me}");
+            }
+        }
+    }
+    assert_eq!(seen.len(), all.len());
+    // 48-byte header, key, value.
+    assert_eq!(all["big"].1, 48 + 3 + 3000);
 }
 
 /// `stats cachedump` against memcached: the same lines (keys raw, newest
@@ -963,33 +1049,39 @@ set c 0 0 4\r\nabcd\r\nset big 0 0 3000\r\n"
         .to_vec();
     setup.extend(std::iter::repeat_n(b'x', 3000));
     setup.extend_from_slice(b"\r\n");
-    let asks: &[&[u8]] = &[
-        b"stats cachedump 1 0\r\n",
-        b"stats cachedump 1 2\r\n",
-        b"stats cachedump 17 0\r\n",
-        b"stats cachedump 5 0\r\n",
-        b"stats cachedump 0 1\r\n",
-        b"stats cachedump 63 1\r\n",
-        b"stats cachedump 64 1\r\n",
-        b"stats cachedump\r\n",
-        b"stats cachedump 1\r\n",
-        b"stats cachedump x 1\r\n",
-        b"stats cachedump 1 -1\r\n",
-        b"stats cachedump 1 0 extra\r\n",
+    // `{a}`, `{big}`: the class of that key on the server asked (ours are
+    // numbered as `stats items` numbers them, not as memcached's).
+    let asks: &[&str] = &[
+        "stats cachedump {a} 0\r\n",
+        "stats cachedump {a} 2\r\n",
+        "stats cachedump {big} 0\r\n",
+        "stats cachedump 5 0\r\n",
+        "stats cachedump 0 1\r\n",
+        "stats cachedump 63 1\r\n",
+        "stats cachedump 255 1\r\n",
+        "stats cachedump\r\n",
+        "stats cachedump 1\r\n",
+        "stats cachedump x 1\r\n",
+        "stats cachedump 1 -1\r\n",
+        "stats cachedump 1 0 extra\r\n",
     ];
     let args = ["-o", "no_lru_maintainer"];
     let mut replies = Vec::new();
     for server in [Server::memcached(&args), Server::shmcached(&args)] {
         let mut c = server.connect();
         c.roundtrip(&setup);
+        let (a, big) = (class_of(&mut c, "a"), class_of(&mut c, "big"));
         let got: Vec<String> = asks
             .iter()
-            .map(|a| cachedump_lines(&c.roundtrip(a)))
+            .map(|ask| {
+                let ask = ask.replace("{a}", &a).replace("{big}", &big);
+                cachedump_lines(&c.roundtrip(ask.as_bytes()))
+            })
             .collect();
         replies.push(got);
     }
     for (i, ask) in asks.iter().enumerate() {
-        assert_eq!(replies[0][i], replies[1][i], "{}", escape(ask));
+        assert_eq!(replies[0][i], replies[1][i], "{ask}");
     }
     assert!(
         replies[1][0].contains("ITEM a [1 b; in 100 s]"),
@@ -1076,7 +1168,7 @@ fn lru_crawler_commands_answer_as_memcached() {
         b"lru_crawler crawl 1,,63\r\n",
         b"lru_crawler crawl 01\r\n",
         b"lru_crawler crawl 0\r\n",
-        b"lru_crawler crawl 64\r\n",
+        b"lru_crawler crawl 255\r\n",
         b"lru_crawler crawl 1,x\r\n",
         b"lru_crawler crawl ALL\r\n",
         b"lru_crawler crawl hash\r\n",
@@ -1100,7 +1192,7 @@ fn lru_crawler_commands_answer_as_memcached() {
         b"lru_crawler disable\r\n",
         b"lru_crawler disable\r\n",
         b"lru_crawler crawl all\r\n",
-        b"lru_crawler crawl 64\r\n",
+        b"lru_crawler crawl 255\r\n",
         b"lru_crawler crawl hash\r\n",
         b"lru_crawler metadump all\r\n",
         b"lru_crawler metadump 99\r\n",
@@ -1140,6 +1232,24 @@ fn lru_crawler_commands_answer_as_memcached() {
     }
     assert_eq!(replies[0].len(), replies[1].len());
     assert!(replies[1].contains(&"STAT lru_crawler_sleep 5".to_string()));
+    // Our class ids, as `stats items` gives them, go past memcached's 63 (a
+    // knowing difference): 64 is a class at the default growth factor, 200
+    // is past the last.
+    let ours = Server::shmcached(&[]);
+    let mut c = ours.connect();
+    assert_eq!(c.roundtrip(b"lru_crawler crawl 64\r\n"), b"OK\r\n");
+    wait_for_crawl(&mut c);
+    for ask in [
+        &b"lru_crawler crawl 1,200\r\n"[..],
+        b"lru_crawler metadump 200\r\n",
+    ] {
+        assert_eq!(c.roundtrip(ask), b"BADCLASS invalid class id\r\n");
+    }
+    assert_eq!(
+        c.roundtrip(b"stats cachedump 200 1\r\n"),
+        b"CLIENT_ERROR Illegal slab id\r\n"
+    );
+    assert_eq!(c.roundtrip(b"lru_crawler metadump 64\r\n"), b"END\r\n");
 }
 
 /// Until `stats` says no crawl runs (memcached's crawler thread, our workers'

@@ -113,10 +113,10 @@ pub enum Command<'a> {
         ratio: Ratio,
         noreply: bool,
     },
-    /// `lru_crawler metadump <all|hash|<id>[,<id>...]>`: a line per live item.
-    /// `classes`: bit `i` asks for memcached's class `i` (1..=63); `None` all.
+    /// `lru_crawler metadump <all|hash|<id>[,<id>...]>`: a line per live item
+    /// of the classes asked for (`None`: all).
     MetaDump {
-        classes: Option<u64>,
+        classes: Option<ClassIds>,
     },
     /// `lru_crawler crawl|sleep|tocrawl|enable|disable ...` (`metadump` is
     /// [`Command::MetaDump`]).
@@ -235,14 +235,41 @@ pub struct Limits {
     pub dump_enabled: bool,
 }
 
+/// Slab class ids, as `stats items` and `stats slabs` number them (1 up to
+/// [`ClassIds::MAX`]): the crawler's and the dumps' class lists. memcached
+/// takes 1 to 63, its classes; we have up to 200 (growth factor 1.08), so
+/// the worker checks an id against the classes there are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClassIds(pub [u64; 4]);
+
+impl ClassIds {
+    pub const MAX: u32 = 255;
+
+    pub fn insert(&mut self, id: u32) {
+        self.0[(id / 64) as usize] |= 1 << (id % 64);
+    }
+
+    pub fn contains(&self, id: u32) -> bool {
+        id <= Self::MAX && self.0[(id / 64) as usize] & 1 << (id % 64) != 0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0 == [0; 4]
+    }
+
+    /// The ids, ascending.
+    pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+        (1..=Self::MAX).filter(|&id| self.contains(id))
+    }
+}
+
 /// An `lru_crawler` subcommand other than `metadump`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Crawler {
-    /// `crawl <all|<id>[,<id>...]>`: bit `n` asks for class id `n` (1..=63),
-    /// bit 0 for all; 0 when only commas were given (memcached's
-    /// `NOTSTARTED no items to crawl`).
+    /// `crawl <all|<id>[,<id>...]>`: `None` for all; an empty set when only
+    /// commas were given (memcached's `NOTSTARTED no items to crawl`).
     Crawl {
-        classes: u64,
+        classes: Option<ClassIds>,
     },
     /// `sleep <µs>` (at most a second).
     Sleep {

@@ -20,7 +20,7 @@
 use std::fmt::Display;
 use std::io::Write;
 
-use super::{Command, CrawlRefusal, Crawler, StoreMode};
+use super::{ClassIds, Command, CrawlRefusal, Crawler, StoreMode};
 
 /// Append the request bytes of `cmd` to `out`.
 ///
@@ -135,7 +135,7 @@ pub fn render(cmd: &Command<'_>, out: &mut Vec<u8>) {
             out.extend_from_slice(b"lru_crawler metadump ");
             match classes {
                 None => out.extend_from_slice(b"all"),
-                Some(mask) => class_list(out, mask),
+                Some(ids) => class_list(out, ids),
             }
             out.extend_from_slice(b"\r\n");
         }
@@ -144,12 +144,10 @@ pub fn render(cmd: &Command<'_>, out: &mut Vec<u8>) {
             match c {
                 Crawler::Crawl { classes } => {
                     out.extend_from_slice(b"crawl ");
-                    if classes & 1 != 0 {
-                        out.extend_from_slice(b"all");
-                    } else if classes == 0 {
-                        out.push(b',');
-                    } else {
-                        class_list(out, classes);
+                    match classes {
+                        None => out.extend_from_slice(b"all"),
+                        Some(ids) if ids.is_empty() => out.push(b','),
+                        Some(ids) => class_list(out, ids),
                     }
                 }
                 Crawler::Sleep { us } => {
@@ -235,12 +233,9 @@ fn word(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// ` <n>` in decimal.
-/// Class ids 1-63 of a crawler mask, comma-separated.
-fn class_list(out: &mut Vec<u8>, mask: u64) {
-    let ids: Vec<String> = (1..64)
-        .filter(|i| mask & 1 << i != 0)
-        .map(|i| i.to_string())
-        .collect();
+/// Class ids, comma-separated.
+fn class_list(out: &mut Vec<u8>, ids: ClassIds) {
+    let ids: Vec<String> = ids.ids().map(|i| i.to_string()).collect();
     out.extend_from_slice(ids.join(",").as_bytes());
 }
 

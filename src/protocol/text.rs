@@ -17,8 +17,8 @@
 //! Nothing is allocated: every slice in a [`Command`] borrows from the buffer.
 
 use super::{
-    Command, CrawlRefusal, Crawler, KEY_MAX_LENGTH, LINE_MAX, Limits, Parsed, Ratio, Refusal,
-    Refused, StoreMode, keys, reply,
+    ClassIds, Command, CrawlRefusal, Crawler, KEY_MAX_LENGTH, LINE_MAX, Limits, Parsed, Ratio,
+    Refusal, Refused, StoreMode, keys, reply,
 };
 
 /// memcached reads into a 16 KiB buffer and judges a line whose `\n` is not within
@@ -505,10 +505,11 @@ impl<'a> Request<'a> {
     /// ```
     ///
     /// As memcached's process_lru_crawler_command: exactly these token counts
-    /// (no `noreply`), anything else `ERROR`. Class ids are 1 to 63
-    /// (`safe_strtoul` each, empty ones between commas skipped); another is
-    /// `BADCLASS invalid class id`, answered as the `-X` refusal only when the
-    /// crawler runs (the worker checks that first).
+    /// (no `noreply`), anything else `ERROR`. Class ids are ours, as `stats
+    /// items` gives them (`safe_strtoul` each, empty ones between commas
+    /// skipped); one that is not a number from 1 to 255 is `BADCLASS invalid
+    /// class id`, answered as the `-X` refusal only when the crawler runs (the
+    /// worker checks that first, and refuses ids past the classes there are).
     fn lru_crawler(&self, limits: &Limits) -> Parsed<'a> {
         let sub = self.tokens.get(1);
         let refused = |why| self.done(Command::LruCrawler(Crawler::Refused(why)), self.consumed);
@@ -533,14 +534,16 @@ impl<'a> Request<'a> {
             }
             (3, b"crawl") => match self.tokens.get(2) {
                 b"all" => self.done(
-                    Command::LruCrawler(Crawler::Crawl { classes: 1 }),
+                    Command::LruCrawler(Crawler::Crawl { classes: None }),
                     self.consumed,
                 ),
                 // memcached's hash order is for dumps only.
                 b"hash" => refused(CrawlRefusal::Unknown),
                 arg => match class_ids(arg) {
                     Some(classes) => self.done(
-                        Command::LruCrawler(Crawler::Crawl { classes }),
+                        Command::LruCrawler(Crawler::Crawl {
+                            classes: Some(classes),
+                        }),
                         self.consumed,
                     ),
                     None => refused(CrawlRefusal::BadClass),
@@ -774,13 +777,14 @@ pub(super) fn strtoull(token: &[u8]) -> Option<u64> {
 
 /// memcached's `safe_strtoul` into a `uint32_t`: as [`strtoull`], then truncated
 /// (`4294967296` is 0).
-/// memcached's crawler class list: ids 1 to 63 between commas (empty ones
-/// skipped), as a mask with bit `n` for id `n`; `None` for any other id.
-fn class_ids(arg: &[u8]) -> Option<u64> {
-    let mut classes = 0u64;
+/// memcached's crawler class list: ids between commas (empty ones skipped),
+/// each `safe_strtoul`, 1 to [`ClassIds::MAX`] (the worker then refuses one
+/// past the classes there are); `None` for any other.
+fn class_ids(arg: &[u8]) -> Option<ClassIds> {
+    let mut classes = ClassIds::default();
     for id in arg.split(|&b| b == b',').filter(|id| !id.is_empty()) {
         match strtoul32(id) {
-            Some(id @ 1..=63) => classes |= 1 << id,
+            Some(id @ 1..=ClassIds::MAX) => classes.insert(id),
             _ => return None,
         }
     }
@@ -1785,15 +1789,20 @@ pub(crate) mod tests {
                 (b"lru_crawler enable x\r\n", r"error 'ERROR\r\n' +22"),
                 (
                     b"lru_crawler crawl all\r\n",
-                    "lru_crawler Crawl { classes: 1 } +23",
+                    "lru_crawler Crawl { classes: None } +23",
                 ),
                 (
                     b"lru_crawler crawl 1,,3\r\n",
-                    "lru_crawler Crawl { classes: 10 } +24",
+                    "lru_crawler Crawl { classes: Some(ClassIds([10, 0, 0, 0])) } +24",
+                ),
+                // Our class ids go past memcached's 63; the worker checks them.
+                (
+                    b"lru_crawler crawl 64,255\r\n",
+                    "lru_crawler Crawl { classes: Some(ClassIds([0, 1, 0, 9223372036854775808])) } +26",
                 ),
                 (
-                    b"lru_crawler crawl 64\r\n",
-                    "lru_crawler Refused(BadClass) +22",
+                    b"lru_crawler crawl 256\r\n",
+                    "lru_crawler Refused(BadClass) +23",
                 ),
                 (
                     b"lru_crawler sleep 1000001\r\n",
@@ -1805,11 +1814,11 @@ pub(crate) mod tests {
                 ),
                 (
                     b"lru_crawler metadump 1,,3\r\n",
-                    "lru_crawler metadump Some(10) +27",
+                    "lru_crawler metadump Some(ClassIds([10, 0, 0, 0])) +27",
                 ),
                 (
-                    b"lru_crawler metadump 64\r\n",
-                    "lru_crawler Refused(BadClass) +25",
+                    b"lru_crawler metadump 0\r\n",
+                    "lru_crawler Refused(BadClass) +24",
                 ),
                 (b"lru_crawler metadump\r\n", r"error 'ERROR\r\n' +22"),
                 (b"watch\r\n", r"error 'ERROR\r\n' +7"),

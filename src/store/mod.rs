@@ -1098,6 +1098,17 @@ impl MetaItem<'_> {
         self.store.value(self.id)
     }
 
+    /// The item's slab class as `stats items` numbers it (its chunk's class,
+    /// plus one).
+    pub fn class_id(&self) -> usize {
+        self.it().class.load(Relaxed) as usize + 1
+    }
+
+    /// Header, key and value: what the item counts in `mem_requested`.
+    pub fn total_size(&self) -> usize {
+        self.it().total_size() as usize
+    }
+
     pub fn flags(&self) -> u32 {
         self.it().flags.load(Relaxed)
     }

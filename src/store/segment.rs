@@ -245,9 +245,9 @@ pub struct Header {
     /// `lru_crawler crawl` requests so far; a worker has done its share of
     /// the last one when its slot's `crawled` equals this.
     pub crawls: AtomicU64,
-    /// Classes of the last requested crawl: bit `n` for class id `n` (1-63),
-    /// bit 0 for all of them.
-    pub crawl_classes: AtomicU64,
+    /// Classes of the last requested crawl: bit `n % 64` of word `n / 64` for
+    /// class id `n` (our class index plus one); bit 0 for all of them.
+    pub crawl_classes: [AtomicU64; 4],
 }
 
 /// Settings a SIGHUP reload changes while the workers run: the supervisor

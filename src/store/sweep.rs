@@ -61,8 +61,9 @@ impl Default for Cursors {
 
 /// What a slice looks at, and what it counts.
 struct Walk {
-    /// Bit `n`: class id `n` (1-63); bit 0: every class.
-    classes: u64,
+    /// Bit `n % 64` of word `n / 64`: class id `n` (index plus one); bit 0:
+    /// every class.
+    classes: [u64; 4],
     /// Items a class may still have checked (u64::MAX: no limit).
     left: Vec<u64>,
     /// Items checked and freed, per class.
@@ -73,7 +74,7 @@ struct Walk {
 }
 
 impl Walk {
-    fn new(classes: u64, left: Vec<u64>) -> Walk {
+    fn new(classes: [u64; 4], left: Vec<u64>) -> Walk {
         let n = left.len();
         Walk {
             classes,
@@ -85,7 +86,12 @@ impl Walk {
     }
 
     fn wants(&self, class: usize) -> bool {
-        (self.classes & 1 != 0 || (class < 63 && self.classes & (1 << (class + 1)) != 0))
+        let id = class + 1;
+        (self.classes[0] & 1 != 0
+            || self
+                .classes
+                .get(id / 64)
+                .is_some_and(|w| w & 1 << (id % 64) != 0))
             && self.left.get(class).is_some_and(|&l| l > 0)
     }
 }
@@ -120,7 +126,7 @@ impl Store {
         }
         let slice = share.div_ceil(PASS_TICKS).max(MIN_SLICE);
         let stop = (at + slice).min(end);
-        let mut walk = Walk::new(1, vec![u64::MAX; self.classes.len()]);
+        let mut walk = Walk::new([1, 0, 0, 0], vec![u64::MAX; self.classes.len()]);
         for b in at..stop {
             self.sweep_bucket(b, &mut walk);
         }
@@ -150,7 +156,7 @@ impl Store {
             n => u64::from(n),
         };
         let left = checked.iter().map(|&c| tocrawl.saturating_sub(c)).collect();
-        let mut walk = Walk::new(h.crawl_classes.load(Relaxed), left);
+        let mut walk = Walk::new(h.crawl_classes.each_ref().map(|w| w.load(Relaxed)), left);
         let budget = match h.crawler_sleep.load(Relaxed) {
             0 => u64::MAX,
             sleep => (CRAWLS_PER_SLEEP * TICK_US / u64::from(sleep)).max(1),
@@ -239,14 +245,18 @@ impl Store {
     }
 
     /// `lru_crawler crawl`: ask every worker for a pass over its share, of
-    /// the classes in `classes` (bit `n`: class id `n`; bit 0: all). False
-    /// when the last one is not done yet (memcached's `BUSY`).
-    pub fn request_crawl(&self, classes: u64) -> bool {
+    /// the classes in `classes` (bit `n % 64` of word `n / 64` for class id
+    /// `n`, our index plus one) or all (`None`). False when the last one is
+    /// not done yet (memcached's `BUSY`).
+    pub fn request_crawl(&self, classes: Option<[u64; 4]>) -> bool {
         if self.crawl_running() {
             return false;
         }
         let h = self.header();
-        h.crawl_classes.store(classes, Relaxed);
+        let words = classes.unwrap_or([1, 0, 0, 0]);
+        for (w, v) in h.crawl_classes.iter().zip(words) {
+            w.store(v, Relaxed);
+        }
         h.crawls.fetch_add(1, Relaxed);
         self.counters().incr(Counter::lru_crawler_starts);
         true
@@ -344,7 +354,10 @@ mod tests {
         fill(&s, "k", 500, 100, false);
         assert_eq!(number(&s, small), 3500);
         // Only the small class (memcached's id is ours plus one).
-        assert!(s.request_crawl(1 << (small + 1)));
+        let id = small + 1;
+        let mut only_small = [0u64; 4];
+        only_small[id / 64] |= 1 << (id % 64);
+        assert!(s.request_crawl(Some(only_small)));
         assert_eq!(s.total(Counter::lru_crawler_starts), 1);
         crawl(&s);
         assert_eq!(number(&s, small), 500);
@@ -360,7 +373,7 @@ mod tests {
         assert_eq!(s.total(Counter::reclaimed), 0);
         assert_eq!(s.total(Counter::expired_unfetched), 3000);
         // Then all of them.
-        assert!(s.request_crawl(1));
+        assert!(s.request_crawl(None));
         crawl(&s);
         assert_eq!(number(&s, large), 0);
         assert_eq!(s.total(Counter::crawler_reclaimed), 6000);
@@ -373,7 +386,7 @@ mod tests {
         let class = s.class_for(item_size(6, 100)).unwrap();
         fill(&s, "s", 3000, 100, true);
         s.set_crawler_tocrawl(1000);
-        assert!(s.request_crawl(1));
+        assert!(s.request_crawl(None));
         crawl(&s);
         assert_eq!(
             s.class_total(class, ClassCounter::crawler_items_checked),
@@ -384,7 +397,7 @@ mod tests {
         // 100 items a tick through.
         s.set_crawler_tocrawl(0);
         s.set_crawler_sleep(1_000_000);
-        assert!(s.request_crawl(1));
+        assert!(s.request_crawl(None));
         s.sweep_tick(0, 1);
         // At most 100 (fewer when the tick's 2 ms run out first).
         assert!(number(&s, class) >= 1900);

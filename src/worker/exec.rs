@@ -1,6 +1,6 @@
 //! Runs one parsed command against the store and renders its reply.
 
-use crate::protocol::{Command, Crawler, StoreMode, keys, reply};
+use crate::protocol::{ClassIds, Command, Crawler, StoreMode, keys, reply};
 use crate::store::mover::Reassign;
 use crate::store::prefix::PrefixOp;
 use crate::store::stats::Counter;
@@ -219,8 +219,15 @@ pub fn execute(ctx: &WorkerContext, cmd: &Command<'_>, out: &mut Vec<u8>) -> Aft
             }
         }
         // Streamed by its connection a slice at a time (worker::run_requests),
-        // unless the crawler is off.
-        Command::MetaDump { .. } => out.extend_from_slice(reply::CRAWLER_DISABLED),
+        // unless the crawler is off, the list has no id, or an id names no
+        // class of ours.
+        Command::MetaDump { .. } if !store.crawler_enabled() => {
+            out.extend_from_slice(reply::CRAWLER_DISABLED)
+        }
+        Command::MetaDump { classes: Some(ids) } if ids.is_empty() => {
+            out.extend_from_slice(reply::CRAWL_NOT_STARTED)
+        }
+        Command::MetaDump { .. } => out.extend_from_slice(reply::METADUMP_BADCLASS),
         Command::LruCrawler(c) => out.extend_from_slice(lru_crawler(store, c)),
         Command::Stats { args } => stats::render(ctx, args, out),
         Command::Shutdown { graceful: _ } => {
@@ -275,6 +282,11 @@ pub fn execute(ctx: &WorkerContext, cmd: &Command<'_>, out: &mut Vec<u8>) -> Aft
     After::Continue
 }
 
+/// Every id names one of our classes (`stats items`' ids: 1 to the count).
+pub(super) fn known_classes(store: &Store, ids: &ClassIds) -> bool {
+    ids.ids().all(|id| id as usize <= store.class_count())
+}
+
 /// `lru_crawler` but `metadump`: our sweep is memcached's crawler.
 fn lru_crawler(store: &Store, c: Crawler) -> &'static [u8] {
     match c {
@@ -282,9 +294,12 @@ fn lru_crawler(store: &Store, c: Crawler) -> &'static [u8] {
             reply::CRAWLER_DISABLED
         }
         Crawler::Refused(why) => why.reply(),
-        Crawler::Crawl { classes: 0 } => reply::CRAWL_NOT_STARTED,
+        Crawler::Crawl { classes: Some(ids) } if ids.is_empty() => reply::CRAWL_NOT_STARTED,
+        Crawler::Crawl { classes: Some(ids) } if !known_classes(store, &ids) => {
+            reply::METADUMP_BADCLASS
+        }
         Crawler::Crawl { classes } => {
-            if store.request_crawl(classes) {
+            if store.request_crawl(classes.map(|ids| ids.0)) {
                 reply::OK
             } else {
                 reply::CRAWL_BUSY

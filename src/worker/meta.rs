@@ -20,19 +20,11 @@ use crate::protocol::meta::{
     CLIENT_ERROR_OPAQUE_TOO_LONG, DECODED_KEY_MAX, MAX_OPAQUE_LENGTH, Meta, MetaKind,
     base64_encode, decode_key, tokens,
 };
-use crate::protocol::{StoreMode, reply};
+use crate::protocol::{ClassIds, StoreMode, reply};
 use crate::store::stats::{ClassCounter, Counter};
 use crate::store::{MetaArithResult, MetaDeleteResult, MetaItem, MetaStore, StoreResult};
 
 use super::WorkerContext;
-
-/// memcached's `sizeof(item)` on 64-bit, for `me`'s size and class.
-const MEMCACHED_ITEM_HEADER: usize = 48;
-/// memcached's smallest chunk (`sizeof(item)` + `-n 48`) and growth factor.
-const MEMCACHED_MIN_CHUNK: usize = 96;
-const MEMCACHED_FACTOR: f64 = 1.25;
-/// memcached aligns chunk sizes to this.
-const MEMCACHED_CHUNK_ALIGN: usize = 8;
 
 /// Execute the meta command `m`, appending its reply to `out`.
 pub fn execute(ctx: &WorkerContext, m: &Meta<'_>, out: &mut Vec<u8>) {
@@ -420,8 +412,7 @@ fn arith_item(m: &Meta<'_>, key: &[u8], it: &MetaItem<'_>, out: &mut Vec<u8>) ->
 }
 
 /// `me <key> [b]`: exp is negative seconds left (-1 = never), la seconds
-/// since last access; cls and size are what memcached's slab allocator would
-/// give the item (its size formula, its default classes), not ours.
+/// since last access; cls and size are ours (see `class_and_size`).
 fn debug(ctx: &WorkerContext, key: &[u8], out: &mut Vec<u8>) {
     ctx.store.counters().incr(Counter::cmd_meta);
     ctx.store.meta_debug(key, |found| {
@@ -439,7 +430,7 @@ fn debug(ctx: &WorkerContext, key: &[u8], out: &mut Vec<u8>) {
             0 => -1,
             e => it.now.wrapping_sub(e) as i32,
         };
-        let (cls, size) = memcached_class_and_size(ctx, it);
+        let (cls, size) = class_and_size(it);
         let _ = write!(
             out,
             " exp={exp} la={} cas={} fetch={} cls={cls} size={size}\r\n",
@@ -454,12 +445,12 @@ fn debug(ctx: &WorkerContext, key: &[u8], out: &mut Vec<u8>) {
 pub struct Dump {
     /// The next hash bucket to walk.
     next: usize,
-    /// memcached's class ids asked for (bit `i`), or all.
-    classes: Option<u64>,
+    /// Class ids asked for (ours, as `stats items`), or all.
+    classes: Option<ClassIds>,
 }
 
 impl Dump {
-    pub fn new(classes: Option<u64>) -> Dump {
+    pub fn new(classes: Option<ClassIds>) -> Dump {
         Dump { next: 0, classes }
     }
 }
@@ -475,9 +466,9 @@ const DUMP_SLICE: usize = 4096;
 pub(super) fn metadump_slice(ctx: &WorkerContext, dump: &mut Dump, out: &mut Vec<u8>) -> bool {
     let classes = dump.classes;
     let next = ctx.store.dump_buckets(dump.next, DUMP_SLICE, |it| {
-        let (cls, size) = memcached_class_and_size(ctx, it);
-        if let Some(mask) = classes
-            && (cls >= 64 || mask & 1 << cls == 0)
+        let (cls, size) = class_and_size(it);
+        if let Some(ids) = &classes
+            && !ids.contains(cls as u32)
         {
             return;
         }
@@ -511,7 +502,8 @@ pub(super) fn metadump_slice(ctx: &WorkerContext, dump: &mut Dump, out: &mut Vec
 const CACHEDUMP_MAX: usize = 2 << 20;
 
 /// `stats cachedump <class id> <limit>`: `ITEM <key> [<bytes> b; <exp> s]`
-/// for up to `limit` (0: all) live items of memcached's class `id`, most
+/// for up to `limit` (0: all) live items of our class `id` (as `stats
+/// items` numbers them), most
 /// recently used first, as long as the reply stays under 2 MiB; then `END`.
 /// `args` are the words after `cachedump`. memcached lists only its class's
 /// HOT LRU; we list every item of the class (ordered by last access, then
@@ -536,14 +528,15 @@ pub(super) fn cachedump<'a>(
         out.extend_from_slice(reply::CLIENT_ERROR_BAD_FORMAT);
         return;
     };
-    if id >= 64 {
+    // memcached's ids end at 63, ours at the class count (0 names none).
+    if id > ctx.store.class_count() as u64 {
         out.extend_from_slice(reply::CLIENT_ERROR_ILLEGAL_SLAB_ID);
         return;
     }
     // (last access, cas, key, value bytes, exptime)
     let mut found: Vec<(u32, u64, Vec<u8>, usize, u32)> = Vec::new();
     ctx.store.dump_buckets(0, usize::MAX, |it| {
-        if memcached_class_and_size(ctx, it).0 as u64 == id {
+        if class_and_size(it).0 as u64 == id {
             found.push((
                 it.time(),
                 it.cas(),
@@ -585,64 +578,10 @@ fn uriencode(key: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// The slab class and size memcached would give `it` (`me`, the dumps).
-fn memcached_class_and_size(ctx: &WorkerContext, it: &MetaItem<'_>) -> (usize, usize) {
-    let size = memcached_item_size(
-        it.key().len(),
-        it.data().len(),
-        it.flags(),
-        ctx.settings.cas_enabled,
-    );
-    (
-        memcached_class(size, ctx.settings.item_size_max as usize),
-        size,
-    )
-}
-
-/// memcached's ITEM_ntotal: header, key and its NUL, value and its `\r\n`,
-/// the cas unless `-C`, the client flags unless 0.
-fn memcached_item_size(nkey: usize, nbytes: usize, flags: u32, cas: bool) -> usize {
-    MEMCACHED_ITEM_HEADER
-        + nkey
-        + 1
-        + nbytes
-        + 2
-        + if cas { 8 } else { 0 }
-        + if flags != 0 { 4 } else { 0 }
-}
-
-/// The slab class memcached (slabs_init, default `-f 1.25 -n 48`) puts an
-/// item of `size` bytes in; the last class holds chunks of half an item max.
-fn memcached_class(size: usize, item_size_max: usize) -> usize {
-    let chunk_max = item_size_max / 2;
-    let mut chunk = MEMCACHED_MIN_CHUNK;
-    let mut class = 1;
-    loop {
-        if chunk as f64 >= chunk_max as f64 / MEMCACHED_FACTOR {
-            return class;
-        }
-        if !chunk.is_multiple_of(MEMCACHED_CHUNK_ALIGN) {
-            chunk += MEMCACHED_CHUNK_ALIGN - chunk % MEMCACHED_CHUNK_ALIGN;
-        }
-        if size <= chunk {
-            return class;
-        }
-        chunk = (chunk as f64 * MEMCACHED_FACTOR) as usize;
-        class += 1;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_and_classes_as_memcached() {
-        // live: memcached 1.6.18, `me` after `ms foo 3 F5` and `ms v 2`.
-        assert_eq!(memcached_item_size(3, 3, 5, true), 69);
-        assert_eq!(memcached_item_size(1, 2, 0, true), 62);
-        assert_eq!(memcached_class(69, 1 << 20), 1);
-        assert_eq!(memcached_class(96, 1 << 20), 1);
-        assert_eq!(memcached_class(97, 1 << 20), 2);
-    }
+/// The slab class (as `stats items` numbers it: the class of the item's
+/// chunk) and the size of `it` (header, key and value, as `mem_requested`
+/// counts it), for `me` and the dumps. memcached prints its own class and
+/// item size, which differ from ours as its classes and header do.
+fn class_and_size(it: &MetaItem<'_>) -> (usize, usize) {
+    (it.class_id(), it.total_size())
 }

@@ -604,6 +604,8 @@ fn run_requests(
                 }
                 if let protocol::Command::MetaDump { classes } = command
                     && ctx.store.crawler_enabled()
+                    && classes
+                        .is_none_or(|ids| !ids.is_empty() && exec::known_classes(&ctx.store, &ids))
                 {
                     conn.dump = Some(meta::Dump::new(classes));
                     conn.handled = true;
