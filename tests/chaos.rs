@@ -340,7 +340,7 @@ fn wide_size(key: u64) -> usize {
 /// A client of [`lent_and_borrowed_chunks_stay_whole_while_workers_die`]:
 /// sets and gets over its own keys until `stop`; returns (requests, hits,
 /// what was wrong with each value read that was not whole).
-fn wide_client(port: u16, me: u64, stop: Arc<AtomicBool>) -> (u64, u64, Vec<String>) {
+fn wide_client(port: u16, me: u64, keys: u64, stop: Arc<AtomicBool>) -> (u64, u64, Vec<String>) {
     use std::io::BufRead;
     let (mut requests, mut hits, mut torn) = (0, 0, Vec::new());
     let mut x = me * 7 + 3;
@@ -353,7 +353,7 @@ fn wide_client(port: u16, me: u64, stop: Arc<AtomicBool>) -> (u64, u64, Vec<Stri
     let mut stream = connect(port);
     let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
     while !stop.load(Relaxed) {
-        let key = (me << 32) | (next() % 2000);
+        let key = (me << 32) | (next() % keys);
         let len = wide_size(key);
         let one = (|| -> std::io::Result<()> {
             if next() % 2 == 0 {
@@ -423,26 +423,104 @@ fn wide_client(port: u16, me: u64, stop: Arc<AtomicBool>) -> (u64, u64, Vec<Stri
 /// stay consistent enough to keep serving and stop cleanly.
 #[test]
 fn lent_and_borrowed_chunks_stay_whole_while_workers_die() {
+    wide_chaos(&["-t", "2", "-m", "4"], 2000, None);
+}
+
+/// Items of a larger class stored across consecutive chunks at the
+/// uncarved end of a smaller class's page (`-m 32 -f 1.25`: some 25
+/// classes, each with a page it fills slowly, and 16,000 keys of 64 B to
+/// 16 KiB, half as much again as the memory): stored, read, overwritten,
+/// evicted and moved with their pages (`slab_automove=2`; cache_memlimit
+/// going down and up) while workers are SIGKILLed at any instant. Every value read back must be whole; the run
+/// must have seen such items.
+#[test]
+fn items_spanning_chunks_stay_whole_while_workers_die() {
+    let mut most = 0;
+    wide_chaos(
+        &["-t", "2", "-m", "32", "-f", "1.25", "-o", "slab_automove=2"],
+        8000,
+        Some(&mut most),
+    );
+    assert!(most > 0, "no item ever spanned chunks");
+}
+
+/// Chunks held beyond one per item (`stats slabs` used_chunks against
+/// `stats items` number): the bodies of items spanning chunks.
+fn extra_chunks(port: u16) -> u64 {
+    let mut c = connect(port);
+    let mut read = |req: &[u8]| -> std::collections::HashMap<String, u64> {
+        let reply = exchange(&mut c, req, b"END\r\n").unwrap_or_default();
+        String::from_utf8_lossy(&reply)
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.strip_prefix("STAT ")?.split(' ');
+                Some((w.next()?.to_string(), w.next()?.parse().ok()?))
+            })
+            .collect()
+    };
+    let slabs = read(b"stats slabs\r\n");
+    let items = read(b"stats items\r\n");
+    slabs
+        .iter()
+        .filter_map(|(k, &used)| {
+            let class = k.strip_suffix(":used_chunks")?;
+            Some(used.saturating_sub(*items.get(&format!("items:{class}:number")).unwrap_or(&0)))
+        })
+        .sum()
+}
+
+/// Two [`wide_client`]s of `keys` keys each against a daemon started with
+/// `args`, a worker SIGKILLed every 250-500 ms; with `spans`, the most
+/// [`extra_chunks`] seen between kills.
+fn wide_chaos(args: &[&str], keys: u64, mut spans: Option<&mut u64>) {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mut server = Server::shmcached(&["-t", "2", "-m", "4"]);
+    let mut server = Server::shmcached(args);
     let (port, pid) = (server.port(), server.pid());
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (1..=2)
         .map(|me| {
             let stop = stop.clone();
-            thread::spawn(move || wide_client(port, me, stop))
+            thread::spawn(move || wide_client(port, me, keys, stop))
         })
         .collect();
+    // With `spans`, pages keep leaving and joining classes: cache_memlimit
+    // goes down (classes give pages back, the pages they carve included)
+    // and up (classes carve pages anew, their ends uncarved) twice a second.
+    let toggler = spans.is_some().then(|| {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut low = true;
+            while !stop.load(Relaxed) {
+                let mut c = connect(port);
+                let req = if low {
+                    &b"cache_memlimit 16\r\n"[..]
+                } else {
+                    b"cache_memlimit 32\r\n"
+                };
+                let _ = exchange(&mut c, req, b"\r\n");
+                low = !low;
+                thread::sleep(Duration::from_millis(500));
+            }
+        })
+    });
     let started = Instant::now();
     let mut kills = 0;
     let mut x: u64 = 0x2545_F491;
-    while started.elapsed() < Duration::from_secs(SECONDS) {
+    // SHMCACHED_CHAOS_SECONDS=<s> for a longer run by hand.
+    let seconds = std::env::var("SHMCACHED_CHAOS_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(SECONDS);
+    while started.elapsed() < Duration::from_secs(seconds) {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         // A worker that lived under a second comes back after a back-off
         // (100 ms doubling): 250..500 ms apart keeps it short.
         thread::sleep(Duration::from_millis(250 + x % 250));
+        if let Some(most) = spans.as_deref_mut() {
+            *most = (*most).max(extra_chunks(port));
+        }
         let workers = common::children(pid);
         if let Some(&w) = workers.get(x as usize / 7 % workers.len().max(1))
             && common::signal(w, 9).is_ok()
@@ -451,6 +529,9 @@ fn lent_and_borrowed_chunks_stay_whole_while_workers_die() {
         }
     }
     stop.store(true, Relaxed);
+    if let Some(t) = toggler {
+        t.join().expect("the cache_memlimit client panicked");
+    }
     let (mut requests, mut hits, mut torn) = (0, 0, Vec::new());
     for c in clients {
         let (r, h, t) = c.join().expect("a client panicked");
@@ -458,7 +539,10 @@ fn lent_and_borrowed_chunks_stay_whole_while_workers_die() {
         hits += h;
         torn.extend(t);
     }
-    println!("{kills} kills, {requests} requests, {hits} hits");
+    let most = spans.map_or(0, |m| *m);
+    println!(
+        "{kills} kills, {requests} requests, {hits} hits, at most {most} chunks held by items' bodies"
+    );
     assert!(
         torn.is_empty(),
         "values not whole: {torn:?}\n{}",

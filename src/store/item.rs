@@ -10,7 +10,7 @@
 //!   links (under its class lock);
 //! - hash chains are read and changed only under their stripe lock.
 
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// Size of [`Item`] in bytes.
 pub const ITEM_HEADER: usize = 48;
@@ -56,7 +56,12 @@ pub struct Item {
     pub word: AtomicU32,
     pub nkey: AtomicU8,
     pub class: AtomicU8,
-    _pad: [u8; 2],
+    /// Chunks of its page the item covers, this one and the next `span - 1`
+    /// (0 or 1: this one). More than one only for an item of a larger class
+    /// stored in the uncarved end of a smaller class's page (`Store::alloc`);
+    /// set under the class lock when the chunks are carved, so that every
+    /// walk of a page steps over the item's body.
+    pub span: AtomicU16,
 }
 
 const _: () = assert!(size_of::<Item>() == ITEM_HEADER);
@@ -68,6 +73,16 @@ impl Item {
 
     pub fn owner(&self) -> u32 {
         self.word.load(Relaxed) >> 16
+    }
+
+    /// Chunks a walk of the page steps over here: one for a free chunk,
+    /// the item's span for a held one.
+    pub fn chunks(&self) -> u32 {
+        if self.state() == FREE {
+            1
+        } else {
+            u32::from(self.span.load(Relaxed)).max(1)
+        }
     }
 
     pub fn is_dead(&self, now: u32, oldest_live: u32, oldest_cas: u64) -> bool {

@@ -833,8 +833,9 @@ impl Store {
         it.cas.store(cas, Relaxed);
         let dst = self.item_ptr(id);
         // SAFETY: the chunk is INFLIGHT and owned by us (no other process
-        // reads or writes it until `publish`), and its class's chunk size
-        // holds ITEM_HEADER + key + value (checked by `alloc_item`). The
+        // reads or writes it until `publish`), and its chunks (one of its
+        // class, or the `span` consecutive ones `alloc_span_in` carved)
+        // hold ITEM_HEADER + key + value (checked when allocated). The
         // sources are the caller's buffers or a LINKED item's value, which
         // never overlaps an INFLIGHT chunk.
         unsafe {
@@ -1010,10 +1011,15 @@ impl Store {
         let chunk = self.layout.class_sizes
             [(it.class.load(Relaxed) as usize).min(self.layout.class_sizes.len() - 1)]
             as usize;
-        let start = (ITEM_HEADER + skip).min(chunk);
-        let len = len.min(chunk - start);
-        // SAFETY: [start, start+len) lies inside the item's chunk, which lies
-        // inside the arena. Callers hold the item's stripe lock, and a LINKED
+        // An item may span several chunks of its page (`Item::span`), never
+        // past the page's end.
+        let page_size = self.layout.page_size as usize;
+        let in_page = (id as usize - 1) * 8 % page_size;
+        let room = (chunk * it.chunks() as usize).min(page_size - in_page);
+        let start = (ITEM_HEADER + skip).min(room);
+        let len = len.min(room - start);
+        // SAFETY: [start, start+len) lies inside the item's chunks, which lie
+        // inside its page, inside the arena. Callers hold the item's stripe lock, and a LINKED
         // item's bytes are never written (see item.rs), so nothing changes
         // them while the slice lives.
         unsafe { std::slice::from_raw_parts(self.item_ptr(id).add(start), len) }

@@ -92,7 +92,12 @@ impl Store {
                 }
                 let nkey = it.nkey.load(Relaxed) as usize;
                 let size = ITEM_HEADER + nkey + it.nbytes.load(Relaxed) as usize;
-                if nkey == 0 || nkey > KEY_MAX || size > l.class_sizes[c] as usize {
+                let span = it.chunks();
+                if nkey == 0
+                    || nkey > KEY_MAX
+                    || size > l.class_sizes[c] as usize * span as usize
+                    || !self.span_fits(id, c, span)
+                {
                     return Err(why("has a key or value length that does not fit"));
                 }
                 let hash = it.hash.load(Relaxed);
@@ -121,19 +126,24 @@ impl Store {
             } else {
                 class.per_page.load(Relaxed)
             };
-            for idx in 0..end {
+            let mut idx = 0;
+            while idx < end {
                 let id = self.chunk_id(c, page, idx);
                 let it = self.item(id);
                 let reached = it.word.fetch_and(!REACHED, Relaxed) & REACHED != 0;
+                // An item's body is stepped over: its chunks hold its bytes.
+                let k = it.chunks().min(end - idx);
                 match it.state() {
                     FREE => {}
                     LINKED | INFLIGHT if !reached => {
+                        self.split_span(c, id, false);
                         it.word.store(FREE, Relaxed);
                         settled += 1;
                     }
                     LINKED | INFLIGHT => {}
                     s => return Err(format!("chunk {id} has the bad state {s}")),
                 }
+                idx += k;
             }
         }
         let mut items = 0;
@@ -142,6 +152,22 @@ impl Store {
             items += self.class(c).curr_items.load(Relaxed);
         }
         Ok((items, settled))
+    }
+
+    /// Whether an item at chunk `id` of class `c` covering `span` chunks
+    /// ends within what its page has carved.
+    fn span_fits(&self, id: u32, c: usize, span: u32) -> bool {
+        let class = self.class(c);
+        let size = u64::from(class.chunk_size.load(Relaxed));
+        let off = (id as u64 - 1) * 8;
+        let page = (off / self.layout.page_size) as u32;
+        let idx = (off % self.layout.page_size) / size;
+        let carved = if class.cur_page.load(Relaxed) == page {
+            class.cur_next.load(Relaxed)
+        } else {
+            class.per_page.load(Relaxed)
+        };
+        idx + u64::from(span) <= u64::from(carved)
     }
 
     /// The class of the page holding chunk `id`, if `id` is the start of a

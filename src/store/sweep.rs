@@ -229,6 +229,13 @@ impl Store {
             walk.checked[class] += 1;
             walk.checked_total += 1;
             if !it.is_dead(now, oldest_live, oldest_cas) {
+                if self.outlived_its_class(it) {
+                    // `link` now leads to the next item.
+                    self.unlink_and_free(link, id);
+                    self.counters().incr(Counter::evictions);
+                    self.count_class(class, ClassCounter::evicted);
+                    continue;
+                }
                 link = &it.next;
                 continue;
             }
@@ -242,6 +249,24 @@ impl Store {
             // `link` now leads to the next item.
             self.unlink_and_free(link, id);
         }
+    }
+
+    /// An item spanning chunks of a smaller class's page (`Store::alloc`)
+    /// that its own class, full, would have evicted by now: older than that
+    /// class's LRU tail. In the host class's LRU nothing of its own class's
+    /// pressure reaches it; left there it crowds out the host's own items.
+    fn outlived_its_class(&self, it: &super::item::Item) -> bool {
+        if it.chunks() <= 1 {
+            return false;
+        }
+        let Some(own) = self.class_for(it.total_size() as usize) else {
+            return false;
+        };
+        let tail = self.class(own).lru_tail.load(Relaxed);
+        tail != 0
+            && self.valid_id(tail)
+            && !self.room_in(own)
+            && it.time.load(Relaxed) < self.item(tail).time.load(Relaxed)
     }
 
     /// `lru_crawler crawl`: ask every worker for a pass over its share, of
@@ -404,6 +429,42 @@ mod tests {
         let ticks = crawl(&s);
         assert!(ticks >= 19, "{ticks} ticks");
         assert_eq!(number(&s, class), 0);
+    }
+
+    /// An item spanning a smaller class's chunks that is older than every
+    /// item of its own (full) class is evicted by the sweep, as its class's
+    /// LRU would have; the host's own items stay.
+    #[test]
+    fn the_sweep_evicts_spanning_items_their_own_class_would_have() {
+        let s = store(4, true);
+        fill(&s, "s", 50, 100, false);
+        let small = s.class_for(item_size(6, 100)).unwrap();
+        let big = s.class_for(item_size(6, 8000)).unwrap();
+        let per_page = s.class(big).per_page.load(super::Relaxed) as usize;
+        fill(&s, "b", 3 * per_page + 100, 8000, false);
+        assert_eq!(s.total(Counter::evictions), 0);
+        // The spanning items, a minute older than the big class's items.
+        let page = s.class(small).cur_page.load(super::Relaxed);
+        let end = s.class(small).cur_next.load(super::Relaxed);
+        let (mut idx, mut spans) = (0, 0);
+        while idx < end {
+            let it = s.item(s.chunk_id(small, page, idx));
+            if it.chunks() > 1 {
+                it.time.store(super::unix_now() - 60, super::Relaxed);
+                spans += 1;
+            }
+            idx += it.chunks();
+        }
+        assert_eq!(spans, 100);
+        for _ in 0..300 {
+            s.sweep_tick(0, 1);
+        }
+        assert_eq!(s.total(Counter::evictions), 100);
+        assert_eq!(number(&s, small), 50);
+        assert_eq!(number(&s, big), (3 * per_page) as u64);
+        assert_eq!(s.items_and_bytes().0, (50 + 3 * per_page) as u64);
+        s.check_and_rebuild().unwrap();
+        assert_eq!(s.items_and_bytes().0, (50 + 3 * per_page) as u64);
     }
 
     #[test]
