@@ -1006,16 +1006,28 @@ impl Store {
     }
 
     /// `len` bytes at `skip` past the item header, clamped to its chunk.
+    /// Bytes `span` chunks of `chunk` bytes from item `id` hold, up to its
+    /// page's end.
+    #[cold]
+    fn span_bytes(&self, id: u32, chunk: usize, span: u16) -> usize {
+        let page_size = self.layout.page_size as usize;
+        let in_page = (id as usize - 1) * 8 % page_size;
+        (chunk * usize::from(span)).min(page_size - in_page)
+    }
+
     fn bytes_after_header(&self, id: u32, skip: usize, len: usize) -> &[u8] {
         let it = self.item(id);
         let chunk = self.layout.class_sizes
             [(it.class.load(Relaxed) as usize).min(self.layout.class_sizes.len() - 1)]
             as usize;
-        // An item may span several chunks of its page (`Item::span`), never
-        // past the page's end.
-        let page_size = self.layout.page_size as usize;
-        let in_page = (id as usize - 1) * 8 % page_size;
-        let room = (chunk * it.chunks() as usize).min(page_size - in_page);
+        // An item may span several chunks of its page (`Item::span`; rare,
+        // so the common case pays one load), never past the page's end.
+        let span = it.span.load(Relaxed);
+        let room = if span <= 1 {
+            chunk
+        } else {
+            self.span_bytes(id, chunk, span)
+        };
         let start = (ITEM_HEADER + skip).min(room);
         let len = len.min(room - start);
         // SAFETY: [start, start+len) lies inside the item's chunks, which lie

@@ -279,6 +279,7 @@ impl Store {
     /// Chunk `id` of class `c` (class lock held), covering `span` chunks,
     /// becomes this worker's INFLIGHT item at the head of the LRU, recorded
     /// in the slot so that the supervisor can settle it if we die.
+    #[inline]
     fn hand_out(&self, c: usize, id: u32, span: u32, hash: u32, size: u64, now: u32) {
         let class = self.class(c);
         let it = self.item(id);
@@ -301,12 +302,17 @@ impl Store {
     /// Their headers are written from the last to the first, and `id`'s span
     /// after them, so that a walk after a crash in between steps over the
     /// body or finds FREE chunks in it, never its bytes.
+    #[inline]
     pub(super) fn split_span(&self, c: usize, id: u32, push: bool) {
-        let it = self.item(id);
-        let k = u32::from(it.span.load(Relaxed)).max(1);
-        if k == 1 {
-            return;
+        if self.item(id).span.load(Relaxed) > 1 {
+            self.split_span_body(c, id, push);
         }
+    }
+
+    #[cold]
+    fn split_span_body(&self, c: usize, id: u32, push: bool) {
+        let it = self.item(id);
+        let k = u32::from(it.span.load(Relaxed));
         let units = self.class(c).chunk_size.load(Relaxed) / 8;
         let push = push && !self.in_draining_page(c, id);
         for j in (1..k).rev() {

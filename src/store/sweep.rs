@@ -59,28 +59,31 @@ impl Default for Cursors {
     }
 }
 
-/// What a slice looks at, and what it counts.
+/// Slab classes a walk counts for (the class byte of an item).
+const CLASSES: usize = 256;
+
+/// What a slice looks at, and what it counts: on the stack, so that the
+/// sweep allocates nothing.
 struct Walk {
     /// Bit `n % 64` of word `n / 64`: class id `n` (index plus one); bit 0:
     /// every class.
     classes: [u64; 4],
-    /// Items a class may still have checked (u64::MAX: no limit).
-    left: Vec<u64>,
+    /// Items a class may still have checked (`None`: no limit).
+    left: Option<[u64; CLASSES]>,
     /// Items checked and freed, per class.
-    checked: Vec<u64>,
-    freed: Vec<u64>,
+    checked: [u64; CLASSES],
+    freed: [u64; CLASSES],
     /// The sum of `checked`.
     checked_total: u64,
 }
 
 impl Walk {
-    fn new(classes: [u64; 4], left: Vec<u64>) -> Walk {
-        let n = left.len();
+    fn new(classes: [u64; 4], left: Option<[u64; CLASSES]>) -> Walk {
         Walk {
             classes,
             left,
-            checked: vec![0; n],
-            freed: vec![0; n],
+            checked: [0; CLASSES],
+            freed: [0; CLASSES],
             checked_total: 0,
         }
     }
@@ -92,7 +95,7 @@ impl Walk {
                 .classes
                 .get(id / 64)
                 .is_some_and(|w| w & 1 << (id % 64) != 0))
-            && self.left.get(class).is_some_and(|&l| l > 0)
+            && self.left.is_none_or(|l| l[class] > 0)
     }
 }
 
@@ -126,7 +129,7 @@ impl Store {
         }
         let slice = share.div_ceil(PASS_TICKS).max(MIN_SLICE);
         let stop = (at + slice).min(end);
-        let mut walk = Walk::new([1, 0, 0, 0], vec![u64::MAX; self.classes.len()]);
+        let mut walk = Walk::new([1, 0, 0, 0], None);
         for b in at..stop {
             self.sweep_bucket(b, &mut walk);
         }
@@ -151,11 +154,16 @@ impl Store {
             checked.clear();
             checked.resize(classes, 0);
         }
-        let tocrawl = match h.crawler_tocrawl.load(Relaxed) {
-            0 => u64::MAX,
-            n => u64::from(n),
+        let left = match h.crawler_tocrawl.load(Relaxed) {
+            0 => None,
+            n => {
+                let mut left = [u64::from(n); CLASSES];
+                for (l, &c) in left.iter_mut().zip(checked.iter()) {
+                    *l = l.saturating_sub(c);
+                }
+                Some(left)
+            }
         };
-        let left = checked.iter().map(|&c| tocrawl.saturating_sub(c)).collect();
         let mut walk = Walk::new(h.crawl_classes.each_ref().map(|w| w.load(Relaxed)), left);
         let budget = match h.crawler_sleep.load(Relaxed) {
             0 => u64::MAX,
@@ -187,7 +195,12 @@ impl Store {
     /// Add a slice's counts to this worker's counters; returns the items freed.
     fn count_walk(&self, walk: &Walk) -> u64 {
         let mut freed = 0;
-        for (c, (&n, &f)) in walk.checked.iter().zip(&walk.freed).enumerate() {
+        let classes = self.classes.len().min(CLASSES);
+        for (c, (&n, &f)) in walk.checked[..classes]
+            .iter()
+            .zip(&walk.freed[..classes])
+            .enumerate()
+        {
             if n != 0 {
                 self.count_class_n(c, ClassCounter::crawler_items_checked, n);
                 self.counters().add(Counter::crawler_items_checked, n);
@@ -225,7 +238,9 @@ impl Store {
                 link = &it.next;
                 continue;
             }
-            walk.left[class] -= 1;
+            if let Some(left) = &mut walk.left {
+                left[class] -= 1;
+            }
             walk.checked[class] += 1;
             walk.checked_total += 1;
             if !it.is_dead(now, oldest_live, oldest_cas) {
