@@ -894,6 +894,19 @@ mod tests {
         s.class(class - 1).pages.load(Relaxed)
     }
 
+    /// Over cache_memlimit class id `class` gives its last page to the pool,
+    /// a slice of chunks a tick, as the automover asks (`slabs reassign`
+    /// keeps a class's last page).
+    fn give_last_page(s: &Store, class: usize) {
+        assert!(s.set_memory_limit(3 << 20));
+        let mut am = Automover::new(30);
+        s.header()
+            .move_request
+            .store(encode_move(class, 0), Relaxed);
+        settle(s, &mut am);
+        assert_eq!(pages(s, class), 0);
+    }
+
     /// Tick the mover until the requested move is over.
     fn settle(s: &Store, am: &mut Automover) {
         for _ in 0..1000 {
@@ -1313,19 +1326,10 @@ mod tests {
         assert_eq!(held(&s, "s", 50, 100), 50);
         consistent(&s);
         s.check_and_rebuild().unwrap();
-        // The small class's only page goes to the pool (as for a class with
-        // none): its spanning items are evicted with the rest, and the lists
-        // stay right.
-        // Over cache_memlimit a class gives its last page too, a slice of
-        // chunks a tick: the spans are stepped over between slices.
-        assert!(s.set_memory_limit(3 << 20));
-        let mut am = Automover::new(30);
-        // (As the automover asks: `slabs reassign` keeps a class's last page.)
-        s.header()
-            .move_request
-            .store(encode_move(small, 0), Relaxed);
-        settle(&s, &mut am);
-        assert_eq!(pages(&s, small), 0);
+        // The small class's only page goes to the pool, a slice at a time:
+        // its spanning items are stepped over between slices and evicted
+        // with the rest, and the lists stay right.
+        give_last_page(&s, small);
         assert_eq!(held(&s, "s", 50, 100), 0);
         held(&s, "b", n, 8000);
         held(&s, "c", 1000, 8000);
@@ -1367,13 +1371,7 @@ mod tests {
         consistent(&s);
         s.check_and_rebuild().unwrap();
         assert_eq!(whole(&s), n);
-        assert!(s.set_memory_limit(3 << 20));
-        let mut am = Automover::new(30);
-        s.header()
-            .move_request
-            .store(encode_move(small, 0), Relaxed);
-        settle(&s, &mut am);
-        assert_eq!(pages(&s, small), 0);
+        give_last_page(&s, small);
         assert_eq!(whole(&s), n - 60);
         consistent(&s);
         s.check_and_rebuild().unwrap();
