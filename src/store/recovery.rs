@@ -72,7 +72,7 @@ impl Store {
             let mut id = self.buckets[b].load(Relaxed);
             while id != 0 {
                 let why = |what: &str| format!("hash bucket {b}: item {id} {what}");
-                let c = self.chunk_class(id).map_err(|e| why(&e))?;
+                let (c, carved) = self.chunk_class(id).map_err(|e| why(&e))?;
                 let it = self.item(id);
                 if it.word.fetch_or(REACHED, Relaxed) & REACHED != 0 {
                     return Err(why("is reached twice (a cycle or a shared chain)"));
@@ -96,7 +96,7 @@ impl Store {
                 if nkey == 0
                     || nkey > KEY_MAX
                     || size > l.class_sizes[c] as usize * span as usize
-                    || !self.span_fits(id, c, span)
+                    || u64::from(span) > carved
                 {
                     return Err(why("has a key or value length that does not fit"));
                 }
@@ -154,25 +154,10 @@ impl Store {
         Ok((items, settled))
     }
 
-    /// Whether an item at chunk `id` of class `c` covering `span` chunks
-    /// ends within what its page has carved.
-    fn span_fits(&self, id: u32, c: usize, span: u32) -> bool {
-        let class = self.class(c);
-        let size = u64::from(class.chunk_size.load(Relaxed));
-        let off = (id as u64 - 1) * 8;
-        let page = (off / self.layout.page_size) as u32;
-        let idx = (off % self.layout.page_size) / size;
-        let carved = if class.cur_page.load(Relaxed) == page {
-            class.cur_next.load(Relaxed)
-        } else {
-            class.per_page.load(Relaxed)
-        };
-        idx + u64::from(span) <= u64::from(carved)
-    }
-
     /// The class of the page holding chunk `id`, if `id` is the start of a
-    /// chunk handed out from it.
-    fn chunk_class(&self, id: u32) -> Result<usize, String> {
+    /// chunk handed out from it, and the chunks from `id` to the end of what
+    /// the page has carved (an item spanning chunks must end within them).
+    fn chunk_class(&self, id: u32) -> Result<(usize, u64), String> {
         if !self.valid_id(id) {
             return Err("is outside the arena".into());
         }
@@ -194,7 +179,7 @@ impl Store {
         if !within.is_multiple_of(size) || idx >= carved {
             return Err(format!("is not a chunk handed out by slab class {c}"));
         }
-        Ok(c)
+        Ok((c, carved - idx))
     }
 }
 
