@@ -288,7 +288,8 @@ pub enum Crawler {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrawlRefusal {
-    /// A class id outside 1..=63: `BADCLASS invalid class id`.
+    /// A class id that is not a number from 1 to [`ClassIds::MAX`]: `BADCLASS
+    /// invalid class id`.
     BadClass,
     /// `crawl hash`: `ERROR an unknown error happened`.
     Unknown,

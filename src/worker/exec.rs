@@ -218,16 +218,11 @@ pub fn execute(ctx: &WorkerContext, cmd: &Command<'_>, out: &mut Vec<u8>) -> Aft
                 out.extend_from_slice(reply::OK);
             }
         }
-        // Streamed by its connection a slice at a time (worker::run_requests),
-        // unless the crawler is off, the list has no id, or an id names no
-        // class of ours.
-        Command::MetaDump { .. } if !store.crawler_enabled() => {
-            out.extend_from_slice(reply::CRAWLER_DISABLED)
+        // Streamed by its connection a slice at a time (worker::run_requests)
+        // unless refused: only a refused one comes here.
+        Command::MetaDump { classes } => {
+            out.extend_from_slice(crawl_refusal(store, classes).unwrap_or_default())
         }
-        Command::MetaDump { classes: Some(ids) } if ids.is_empty() => {
-            out.extend_from_slice(reply::CRAWL_NOT_STARTED)
-        }
-        Command::MetaDump { .. } => out.extend_from_slice(reply::METADUMP_BADCLASS),
         Command::LruCrawler(c) => out.extend_from_slice(lru_crawler(store, c)),
         Command::Stats { args } => stats::render(ctx, args, out),
         Command::Shutdown { graceful: _ } => {
@@ -282,29 +277,33 @@ pub fn execute(ctx: &WorkerContext, cmd: &Command<'_>, out: &mut Vec<u8>) -> Aft
     After::Continue
 }
 
-/// Every id names one of our classes (`stats items`' ids: 1 to the count).
-pub(super) fn known_classes(store: &Store, ids: &ClassIds) -> bool {
-    ids.ids().all(|id| id as usize <= store.class_count())
+/// Why memcached would refuse a crawl or a metadump of `classes` (`None`:
+/// all), in its order: the crawler off, a list of no id, an id past our
+/// classes (`stats items`' ids: 1 to the count).
+pub(super) fn crawl_refusal(store: &Store, classes: Option<ClassIds>) -> Option<&'static [u8]> {
+    if !store.crawler_enabled() {
+        return Some(reply::CRAWLER_DISABLED);
+    }
+    let ids = classes?;
+    if ids.is_empty() {
+        Some(reply::CRAWL_NOT_STARTED)
+    } else if ids.ids().any(|id| id as usize > store.class_count()) {
+        Some(reply::METADUMP_BADCLASS)
+    } else {
+        None
+    }
 }
 
 /// `lru_crawler` but `metadump`: our sweep is memcached's crawler.
 fn lru_crawler(store: &Store, c: Crawler) -> &'static [u8] {
     match c {
-        Crawler::Crawl { .. } | Crawler::Refused(_) if !store.crawler_enabled() => {
-            reply::CRAWLER_DISABLED
-        }
+        Crawler::Refused(_) if !store.crawler_enabled() => reply::CRAWLER_DISABLED,
         Crawler::Refused(why) => why.reply(),
-        Crawler::Crawl { classes: Some(ids) } if ids.is_empty() => reply::CRAWL_NOT_STARTED,
-        Crawler::Crawl { classes: Some(ids) } if !known_classes(store, &ids) => {
-            reply::METADUMP_BADCLASS
-        }
-        Crawler::Crawl { classes } => {
-            if store.request_crawl(classes.map(|ids| ids.0)) {
-                reply::OK
-            } else {
-                reply::CRAWL_BUSY
-            }
-        }
+        Crawler::Crawl { classes } => match crawl_refusal(store, classes) {
+            Some(refused) => refused,
+            None if store.request_crawl(classes.map(|ids| ids.0)) => reply::OK,
+            None => reply::CRAWL_BUSY,
+        },
         Crawler::Sleep { us } => {
             store.set_crawler_sleep(us);
             reply::OK

@@ -412,7 +412,10 @@ fn arith_item(m: &Meta<'_>, key: &[u8], it: &MetaItem<'_>, out: &mut Vec<u8>) ->
 }
 
 /// `me <key> [b]`: exp is negative seconds left (-1 = never), la seconds
-/// since last access; cls and size are ours (see `class_and_size`).
+/// since last access; cls and size are ours (the class `stats items` counts
+/// the item in, and header, key and value as `mem_requested` counts them):
+/// memcached prints its own, which differ as its classes and header do. The
+/// dumps print the same.
 fn debug(ctx: &WorkerContext, key: &[u8], out: &mut Vec<u8>) {
     ctx.store.counters().incr(Counter::cmd_meta);
     ctx.store.meta_debug(key, |found| {
@@ -430,7 +433,7 @@ fn debug(ctx: &WorkerContext, key: &[u8], out: &mut Vec<u8>) {
             0 => -1,
             e => it.now.wrapping_sub(e) as i32,
         };
-        let (cls, size) = class_and_size(it);
+        let (cls, size) = (it.class_id(), it.total_size());
         let _ = write!(
             out,
             " exp={exp} la={} cas={} fetch={} cls={cls} size={size}\r\n",
@@ -466,7 +469,7 @@ const DUMP_SLICE: usize = 4096;
 pub(super) fn metadump_slice(ctx: &WorkerContext, dump: &mut Dump, out: &mut Vec<u8>) -> bool {
     let classes = dump.classes;
     let next = ctx.store.dump_buckets(dump.next, DUMP_SLICE, |it| {
-        let (cls, size) = class_and_size(it);
+        let (cls, size) = (it.class_id(), it.total_size());
         if let Some(ids) = &classes
             && !ids.contains(cls as u32)
         {
@@ -536,7 +539,7 @@ pub(super) fn cachedump<'a>(
     // (last access, cas, key, value bytes, exptime)
     let mut found: Vec<(u32, u64, Vec<u8>, usize, u32)> = Vec::new();
     ctx.store.dump_buckets(0, usize::MAX, |it| {
-        if class_and_size(it).0 as u64 == id {
+        if it.class_id() as u64 == id {
             found.push((
                 it.time(),
                 it.cas(),
@@ -576,12 +579,4 @@ fn uriencode(key: &[u8], out: &mut Vec<u8>) {
             out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
         }
     }
-}
-
-/// The slab class (as `stats items` numbers it: the class of the item's
-/// chunk) and the size of `it` (header, key and value, as `mem_requested`
-/// counts it), for `me` and the dumps. memcached prints its own class and
-/// item size, which differ from ours as its classes and header do.
-fn class_and_size(it: &MetaItem<'_>) -> (usize, usize) {
-    (it.class_id(), it.total_size())
 }

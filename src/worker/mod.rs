@@ -603,9 +603,7 @@ fn run_requests(
                     debug!(log, "request"; "command" => ?command);
                 }
                 if let protocol::Command::MetaDump { classes } = command
-                    && ctx.store.crawler_enabled()
-                    && classes
-                        .is_none_or(|ids| !ids.is_empty() && exec::known_classes(&ctx.store, &ids))
+                    && exec::crawl_refusal(&ctx.store, classes).is_none()
                 {
                     conn.dump = Some(meta::Dump::new(classes));
                     conn.handled = true;
