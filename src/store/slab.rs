@@ -53,7 +53,9 @@ pub struct ClassSnapshot {
     pub chunk_size: u32,
     pub per_page: u32,
     pub pages: u32,
-    /// Chunks holding an item (or being filled).
+    /// Items held (or being filled): `stats items` number.
+    pub items: u64,
+    /// Chunks holding an item (or being filled), an item's every chunk.
     pub used_chunks: u64,
     /// Never-used chunks left at the end of the page being carved.
     pub free_chunks_end: u64,
@@ -731,6 +733,7 @@ impl Store {
             chunk_size: class.chunk_size.load(Relaxed),
             per_page,
             pages: class.pages.load(Relaxed),
+            items: class.curr_items.load(Relaxed),
             used_chunks: class.curr_items.load(Relaxed) + class.extra_chunks.load(Relaxed),
             free_chunks_end,
             bytes: class.bytes.load(Relaxed),

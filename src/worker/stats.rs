@@ -210,7 +210,7 @@ fn items(ctx: &WorkerContext, out: &mut Vec<u8>) {
             reply::stat(out, &format!("items:{n}:{name}"), v);
         };
         let total = |k| store.class_total(c, k);
-        line(out, "number", snap.used_chunks);
+        line(out, "number", snap.items);
         line(out, "age", snap.age.into());
         line(out, "mem_requested", snap.bytes);
         line(out, "evicted", total(ClassCounter::evicted));
