@@ -339,10 +339,17 @@ fn wide_size(key: u64) -> usize {
 
 /// A client of [`lent_and_borrowed_chunks_stay_whole_while_workers_die`]:
 /// sets and gets over its own keys until `stop`; returns (requests, hits,
-/// what was wrong with each value read that was not whole).
-fn wide_client(port: u16, me: u64, keys: u64, stop: Arc<AtomicBool>) -> (u64, u64, Vec<String>) {
+/// what was wrong with each value read that was not whole, the largest
+/// value read whole).
+fn wide_client(
+    port: u16,
+    me: u64,
+    keys: u64,
+    size: fn(u64) -> usize,
+    stop: Arc<AtomicBool>,
+) -> (u64, u64, Vec<String>, usize) {
     use std::io::BufRead;
-    let (mut requests, mut hits, mut torn) = (0, 0, Vec::new());
+    let (mut requests, mut hits, mut torn, mut largest) = (0, 0, Vec::new(), 0);
     let mut x = me * 7 + 3;
     let mut next = move || {
         x ^= x << 13;
@@ -354,7 +361,7 @@ fn wide_client(port: u16, me: u64, keys: u64, stop: Arc<AtomicBool>) -> (u64, u6
     let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
     while !stop.load(Relaxed) {
         let key = (me << 32) | (next() % keys);
-        let len = wide_size(key);
+        let len = size(key);
         let one = (|| -> std::io::Result<()> {
             if next() % 2 == 0 {
                 let version = (next() % 1_000_000) as u32;
@@ -400,6 +407,8 @@ fn wide_client(port: u16, me: u64, keys: u64, stop: Arc<AtomicBool>) -> (u64, u6
                     torn.push(format!(
                         "get w{key}: version {version}, {n} bytes, not whole"
                     ));
+                } else {
+                    largest = largest.max(n);
                 }
             }
             Ok(())
@@ -411,7 +420,7 @@ fn wide_client(port: u16, me: u64, keys: u64, stop: Arc<AtomicBool>) -> (u64, u6
             reader = std::io::BufReader::new(stream.try_clone().unwrap());
         }
     }
-    (requests, hits, torn)
+    (requests, hits, torn, largest)
 }
 
 /// More sizes in use than pages (`-m 4`: four pages; values of 64 B to
@@ -423,7 +432,7 @@ fn wide_client(port: u16, me: u64, keys: u64, stop: Arc<AtomicBool>) -> (u64, u6
 /// stay consistent enough to keep serving and stop cleanly.
 #[test]
 fn lent_and_borrowed_chunks_stay_whole_while_workers_die() {
-    wide_chaos(&["-t", "2", "-m", "4"], 2000, None);
+    wide_chaos(&["-t", "2", "-m", "4"], 2000, wide_size, None);
 }
 
 /// Items of a larger class stored across consecutive chunks at the
@@ -439,14 +448,45 @@ fn items_spanning_chunks_stay_whole_while_workers_die() {
     wide_chaos(
         &["-t", "2", "-m", "32", "-f", "1.25", "-o", "slab_automove=2"],
         8000,
-        Some(&mut most),
+        wide_size,
+        Some((&mut most, 0)),
     );
     assert!(most > 0, "no item ever spanned chunks");
 }
 
+/// Each key's value size for [`items_chained_over_pages_stay_whole_while_workers_die`]:
+/// log-uniform from 1 KiB to 4 MiB (a little under, for `-I 4m`).
+fn chained_size(key: u64) -> usize {
+    let h = key.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> 40;
+    (1024.0 * 4000f64.powf(h as f64 / (1u64 << 24) as f64)) as usize
+}
+
+/// Items larger than a page, chained over several (`-I 4m`, values of
+/// 1 KiB to 4 MiB, 48 MiB of them in `-m 32`): stored, read, overwritten,
+/// evicted whole, and evicted with a page that holds a piece of them as pages
+/// move (`slab_automove=2`, cache_memlimit going down and up) while workers
+/// are SIGKILLed at any instant, a store's pieces half allocated or
+/// written included. Every value read back must be whole.
+#[test]
+fn items_chained_over_pages_stay_whole_while_workers_die() {
+    let mut most = 0;
+    let largest = wide_chaos(
+        &["-t", "2", "-m", "32", "-I", "4m", "-o", "slab_automove=2"],
+        24,
+        chained_size,
+        Some((&mut most, 1 << 20)),
+    );
+    assert!(
+        largest > 1 << 20,
+        "no value larger than a page was read back whole"
+    );
+}
+
 /// Chunks held beyond one per item (`stats slabs` used_chunks against
-/// `stats items` number): the bodies of items spanning chunks.
-fn extra_chunks(port: u16) -> u64 {
+/// `stats items` number) in the classes of chunks of `min_chunk` bytes or
+/// more: the bodies of items spanning chunks, the pieces of items chained
+/// over pages.
+fn extra_chunks(port: u16, min_chunk: u64) -> u64 {
     let mut c = connect(port);
     let mut read = |req: &[u8]| -> std::collections::HashMap<String, u64> {
         let reply = exchange(&mut c, req, b"END\r\n").unwrap_or_default();
@@ -464,6 +504,9 @@ fn extra_chunks(port: u16) -> u64 {
         .iter()
         .filter_map(|(k, &used)| {
             let class = k.strip_suffix(":used_chunks")?;
+            if slabs.get(&format!("{class}:chunk_size")).copied()? < min_chunk {
+                return None;
+            }
             Some(used.saturating_sub(*items.get(&format!("items:{class}:number")).unwrap_or(&0)))
         })
         .sum()
@@ -471,8 +514,14 @@ fn extra_chunks(port: u16) -> u64 {
 
 /// Two [`wide_client`]s of `keys` keys each against a daemon started with
 /// `args`, a worker SIGKILLed every 250-500 ms; with `spans`, the most
-/// [`extra_chunks`] seen between kills.
-fn wide_chaos(args: &[&str], keys: u64, mut spans: Option<&mut u64>) {
+/// [`extra_chunks`] seen between kills. Returns the largest value read
+/// back whole.
+fn wide_chaos(
+    args: &[&str],
+    keys: u64,
+    size: fn(u64) -> usize,
+    mut spans: Option<(&mut u64, u64)>,
+) -> usize {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut server = Server::shmcached(args);
     let (port, pid) = (server.port(), server.pid());
@@ -480,7 +529,7 @@ fn wide_chaos(args: &[&str], keys: u64, mut spans: Option<&mut u64>) {
     let clients: Vec<_> = (1..=2)
         .map(|me| {
             let stop = stop.clone();
-            thread::spawn(move || wide_client(port, me, keys, stop))
+            thread::spawn(move || wide_client(port, me, keys, size, stop))
         })
         .collect();
     // With `spans`, pages keep leaving and joining classes: cache_memlimit
@@ -518,8 +567,8 @@ fn wide_chaos(args: &[&str], keys: u64, mut spans: Option<&mut u64>) {
         // A worker that lived under a second comes back after a back-off
         // (100 ms doubling): 250..500 ms apart keeps it short.
         thread::sleep(Duration::from_millis(250 + x % 250));
-        if let Some(most) = spans.as_deref_mut() {
-            *most = (*most).max(extra_chunks(port));
+        if let Some((most, min_chunk)) = spans.as_mut() {
+            **most = (**most).max(extra_chunks(port, *min_chunk));
         }
         let workers = common::children(pid);
         if let Some(&w) = workers.get(x as usize / 7 % workers.len().max(1))
@@ -532,16 +581,18 @@ fn wide_chaos(args: &[&str], keys: u64, mut spans: Option<&mut u64>) {
     if let Some(t) = toggler {
         t.join().expect("the cache_memlimit client panicked");
     }
-    let (mut requests, mut hits, mut torn) = (0, 0, Vec::new());
+    let (mut requests, mut hits, mut torn, mut largest) = (0, 0, Vec::new(), 0);
     for c in clients {
-        let (r, h, t) = c.join().expect("a client panicked");
+        let (r, h, t, l) = c.join().expect("a client panicked");
         requests += r;
         hits += h;
         torn.extend(t);
+        largest = largest.max(l);
     }
-    let most = spans.map_or(0, |m| *m);
+    let most = spans.map_or(0, |(m, _)| *m);
     println!(
-        "{kills} kills, {requests} requests, {hits} hits, at most {most} chunks held by items' bodies"
+        "{kills} kills, {requests} requests, {hits} hits, at most {most} chunks held by items' bodies, \
+         largest value read whole {largest} bytes"
     );
     assert!(
         torn.is_empty(),
@@ -562,4 +613,5 @@ fn wide_chaos(args: &[&str], keys: u64, mut spans: Option<&mut u64>) {
         "{}",
         server.stderr()
     );
+    largest
 }

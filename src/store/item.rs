@@ -19,6 +19,9 @@ pub const ITEM_HEADER: usize = 48;
 pub const FREE: u32 = 0;
 pub const LINKED: u32 = 1;
 pub const INFLIGHT: u32 = 2;
+/// A page of an item larger than a page, other than its first (store/chain.rs):
+/// `hash` names the item's first chunk and `cas` its chain's token.
+pub const PIECE: u32 = 3;
 /// Bit in `word`: the item was read at least once since it was stored.
 pub const FETCHED: u32 = 1 << 8;
 /// Bit in `word`: read since it last moved in the LRU; eviction moves such an

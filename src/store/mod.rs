@@ -10,6 +10,7 @@
 //!   an item outlives the lock (no refcounts that a dead worker could leak);
 //! - an item is written aside (INFLIGHT) and published with one store of its id.
 
+mod chain;
 pub mod conns;
 pub mod item;
 pub mod lock;
@@ -22,6 +23,7 @@ pub mod slab;
 pub mod stats;
 mod sweep;
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering::Relaxed, Ordering::Release};
 
 use crate::protocol::StoreMode;
@@ -104,7 +106,7 @@ pub enum ArithResult {
 pub struct Hit<'a> {
     pub flags: u32,
     pub cas: u64,
-    pub data: &'a [u8],
+    pub data: Cow<'a, [u8]>,
 }
 
 /// One process's view of the segment.
@@ -538,7 +540,7 @@ impl Store {
                     self.value(id),
                 )
             }
-            _ => (flags, exptime, &[][..]),
+            _ => (flags, exptime, Cow::Borrowed(&[][..])),
         };
         let new = match self.alloc_item(key, hash, data.len() + old_value.len(), now) {
             Ok(id) => id,
@@ -554,6 +556,7 @@ impl Store {
                 return (result, 0);
             }
         };
+        let old_value = &old_value[..];
         let (first, second) = if mode == StoreMode::Prepend {
             (data, old_value)
         } else {
@@ -658,7 +661,7 @@ impl Store {
         if expected != 0 && self.item(found.1).cas.load(Relaxed) != expected {
             return None;
         }
-        let Some(value) = parse_counter(old) else {
+        let Some(value) = parse_counter(&old) else {
             return Some((ArithResult::NonNumeric, 0));
         };
         Some(
@@ -817,6 +820,11 @@ impl Store {
     ) -> Result<u32, StoreResult> {
         let size = item_size(key.len(), nbytes);
         let class = self.class_for(size).ok_or(StoreResult::TooLarge)?;
+        if size as u64 > self.layout.page_size {
+            return self
+                .alloc_chained(hash, key.len(), nbytes, now)
+                .map_err(|_: AllocError| StoreResult::NoMemory);
+        }
         self.alloc(class, hash, size as u64, now)
             .map_err(|_: AllocError| StoreResult::NoMemory)
     }
@@ -831,6 +839,16 @@ impl Store {
         it.nbytes.store(nbytes as u32, Relaxed);
         let cas = if self.cas_enabled { self.next_cas() } else { 0 };
         it.cas.store(cas, Relaxed);
+        if self.is_chained(it) {
+            let dst = self.item_ptr(id);
+            // SAFETY: as below; the head's chunk is a whole page, which holds
+            // the header and the key (at most 250 bytes).
+            unsafe {
+                std::ptr::copy_nonoverlapping(key.as_ptr(), dst.add(ITEM_HEADER), key.len());
+            }
+            self.write_chained(id, parts);
+            return;
+        }
         let dst = self.item_ptr(id);
         // SAFETY: the chunk is INFLIGHT and owned by us (no other process
         // reads or writes it until `publish`), and its chunks (one of its
@@ -999,10 +1017,15 @@ impl Store {
         self.bytes_after_header(id, 0, nkey)
     }
 
-    fn value(&self, id: u32) -> &[u8] {
+    /// The value of item `id` (its stripe lock held): in place, or copied
+    /// out of the pages of an item chained over several (store/chain.rs).
+    fn value(&self, id: u32) -> Cow<'_, [u8]> {
         let it = self.item(id);
         let nkey = it.nkey.load(Relaxed) as usize;
-        self.bytes_after_header(id, nkey, it.nbytes.load(Relaxed) as usize)
+        if self.is_chained(it) {
+            return self.chained_value(id);
+        }
+        Cow::Borrowed(self.bytes_after_header(id, nkey, it.nbytes.load(Relaxed) as usize))
     }
 
     /// `len` bytes at `skip` past the item header, clamped to its chunk.
@@ -1112,8 +1135,13 @@ impl MetaItem<'_> {
         self.store.key(self.id)
     }
 
-    pub fn data(&self) -> &[u8] {
+    pub fn data(&self) -> Cow<'_, [u8]> {
         self.store.value(self.id)
+    }
+
+    /// Bytes of the value (without copying one chained over pages).
+    pub fn data_len(&self) -> usize {
+        self.it().nbytes.load(Relaxed) as usize
     }
 
     /// The item's slab class as `stats items` numbers it (its chunk's class,
@@ -1460,7 +1488,7 @@ impl Store {
         if cas != 0 && it.cas.load(Relaxed) != cas {
             return MetaArithResult::Exists;
         }
-        let Some(value) = parse_counter(old) else {
+        let Some(value) = parse_counter(&old) else {
             return MetaArithResult::NonNumeric;
         };
         let in_place_len = old.len();

@@ -13,7 +13,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::item::{FREE, INFLIGHT, ITEM_HEADER, LINKED};
+use super::item::{FREE, INFLIGHT, ITEM_HEADER, LINKED, PIECE};
 use super::mover::POOL;
 use super::{NONE, Store, hash_key};
 
@@ -93,12 +93,17 @@ impl Store {
                 let nkey = it.nkey.load(Relaxed) as usize;
                 let size = ITEM_HEADER + nkey + it.nbytes.load(Relaxed) as usize;
                 let span = it.chunks();
+                let chained = c == self.top_class() && self.is_chained(it);
                 if nkey == 0
                     || nkey > KEY_MAX
-                    || size > l.class_sizes[c] as usize * span as usize
+                    || (size > l.class_sizes[c] as usize * span as usize && !chained)
+                    || size as u64 > l.largest_item()
                     || u64::from(span) > carved
                 {
                     return Err(why("has a key or value length that does not fit"));
+                }
+                if chained {
+                    self.reach_pieces(id).map_err(|e| why(&e))?;
                 }
                 let hash = it.hash.load(Relaxed);
                 if hash_key(self.key(id)) != hash
@@ -136,11 +141,24 @@ impl Store {
                 match it.state() {
                     FREE => {}
                     LINKED | INFLIGHT if !reached => {
+                        if c == self.top_class() && self.is_chained(it) {
+                            // Its pieces not yet passed are freed with it.
+                            let token = self.chain_token(id);
+                            settled += self
+                                .listed(id)
+                                .filter(|&p| self.is_piece_of(p, id, token))
+                                .count() as u64;
+                        }
                         self.split_span(c, id, false);
                         it.word.store(FREE, Relaxed);
                         settled += 1;
                     }
-                    LINKED | INFLIGHT => {}
+                    // A piece of an item no chain reaches (or of none).
+                    PIECE if !reached => {
+                        it.word.store(FREE, Relaxed);
+                        settled += 1;
+                    }
+                    LINKED | INFLIGHT | PIECE => {}
                     s => return Err(format!("chunk {id} has the bad state {s}")),
                 }
                 idx += k;
@@ -152,6 +170,31 @@ impl Store {
             items += self.class(c).curr_items.load(Relaxed);
         }
         Ok((items, settled))
+    }
+
+    /// Mark the pieces of reachable chained head `head` reached, checking
+    /// that it lists as many as its value needs, each its own and once.
+    fn reach_pieces(&self, head: u32) -> Result<(), String> {
+        let it = self.item(head);
+        let nkey = it.nkey.load(Relaxed) as usize;
+        let want = self.pieces_for(nkey, it.nbytes.load(Relaxed) as usize);
+        let token = self.chain_token(head);
+        let listed: Vec<u32> = self.listed(head).collect();
+        if listed.len() != want {
+            return Err(format!(
+                "lists {} pieces of the {want} it needs",
+                listed.len()
+            ));
+        }
+        for id in listed {
+            if !self.is_piece_of(id, head, token) {
+                return Err(format!("lists {id}, not a piece of its own"));
+            }
+            if self.item(id).word.fetch_or(REACHED, Relaxed) & REACHED != 0 {
+                return Err(format!("lists {id}, reached twice"));
+            }
+        }
+        Ok(())
     }
 
     /// The class of the page holding chunk `id`, if `id` is the start of a

@@ -29,7 +29,7 @@ use super::stats::{ClassCounters, Counters};
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMCACHE");
 /// 3: the header records the layout's parameters (warm restart).
 /// 5: the LRU crawler's settings and counters.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 /// Slab growth factor. memcached's default (`-f`) is 1.25; 1.08 wastes less
 /// of each chunk (bench/memory, `-m 64`: 1.04x memcached's items at 100-byte
 /// and 1 KiB values instead of 0.86x; docs/memory.md).
@@ -69,7 +69,7 @@ impl Default for LayoutParams {
 /// Where everything sits, computed once from [`LayoutParams`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
-    /// `-I` as given (the page size follows from it).
+    /// `-I` as given.
     pub item_size_max: u64,
     pub page_size: u64,
     pub page_count: u32,
@@ -94,13 +94,19 @@ pub struct Layout {
     pub total: u64,
 }
 
+/// Bytes of a page (memcached's default `slab_page_size`).
+pub const PAGE_SIZE: u64 = 1 << 20;
+
 fn align(n: u64, to: u64) -> u64 {
     n.div_ceil(to) * to
 }
 
 impl Layout {
     pub fn new(p: LayoutParams) -> Result<Layout, String> {
-        let page_size = align(p.item_size_max.max(1 << 20), 8);
+        // memcached's slab_page_size: 1 MiB whatever `-I`. An item larger
+        // than a page is chained over several (store/chain.rs), so that a
+        // large `-I` does not make every class take pages of that size.
+        let page_size = PAGE_SIZE;
         let page_count = p.memory_limit / page_size;
         if page_count == 0 {
             return Err(format!(
@@ -171,9 +177,10 @@ impl Layout {
         })
     }
 
-    /// Largest item (header + key + value) the store can hold.
+    /// Largest item (header + key + value) the store can hold: one chunk,
+    /// or up to `-I` chained over pages.
     pub fn largest_item(&self) -> u64 {
-        self.page_size
+        self.page_size.max(self.item_size_max)
     }
 }
 
@@ -248,6 +255,9 @@ pub struct Header {
     /// Classes of the last requested crawl: bit `n % 64` of word `n / 64` for
     /// class id `n` (our class index plus one); bit 0 for all of them.
     pub crawl_classes: [AtomicU64; 4],
+    /// Last token handed to an item chained over pages (store/chain.rs):
+    /// its pieces carry it, so that a piece is told from a stale one.
+    pub chain_tokens: AtomicU64,
 }
 
 /// Settings a SIGHUP reload changes while the workers run: the supervisor

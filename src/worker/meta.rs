@@ -210,7 +210,7 @@ fn hit(m: &Meta<'_>, it: &MetaItem<'_>, out: &mut Vec<u8>) -> Result<(), ()> {
     }
     out.extend_from_slice(b"\r\n");
     if f.value {
-        out.extend_from_slice(data);
+        out.extend_from_slice(&data);
         out.extend_from_slice(b"\r\n");
     }
     Ok(())
@@ -544,7 +544,7 @@ pub(super) fn cachedump<'a>(
                 it.time(),
                 it.cas(),
                 it.key().to_vec(),
-                it.data().len(),
+                it.data_len(),
                 it.exptime(),
             ));
         }
