@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
-use super::item::{ACTIVE, FREE, INFLIGHT, LINKED, PIECE};
+use super::item::{ACTIVE, FREE, INFLIGHT, Item, LINKED, PIECE};
 use super::lock::{Acquired, LockGuard, RobustMutex};
 use super::stats::{ClassCounter, Counter};
 use super::{NONE, Store};
@@ -614,21 +614,7 @@ impl Store {
                         count(Counter::expired_unfetched, ClassCounter::expired_unfetched);
                     }
                 } else {
-                    count(Counter::evictions, ClassCounter::evicted);
-                    if it.exptime.load(Relaxed) != 0 {
-                        self.count_class(c, ClassCounter::evicted_nonzero);
-                    }
-                    if !fetched {
-                        count(Counter::evicted_unfetched, ClassCounter::evicted_unfetched);
-                    }
-                    // Read since it last moved, but its second chance was
-                    // spent on an item nearer the tail.
-                    if it.word.load(Relaxed) & ACTIVE != 0 {
-                        count(Counter::evicted_active, ClassCounter::evicted_active);
-                    }
-                    class
-                        .evicted_time
-                        .store(now.saturating_sub(it.time.load(Relaxed)), Relaxed);
+                    self.count_eviction(c, it, now);
                 }
                 class.curr_items.fetch_sub(1, Relaxed);
                 class
@@ -642,6 +628,32 @@ impl Store {
             id = prev;
         }
         Err(AllocError::OutOfMemory)
+    }
+
+    /// memcached's counts for live item `it` of class `c` evicted at `now`:
+    /// `evictions` and the class's `evicted`, `evicted_nonzero`,
+    /// `evicted_unfetched`, `evicted_active`, `evicted_time`.
+    pub(super) fn count_eviction(&self, c: usize, it: &Item, now: u32) {
+        let counters = &self.slot().counters;
+        let count = |general, per_class| {
+            counters.incr(general);
+            self.count_class(c, per_class);
+        };
+        count(Counter::evictions, ClassCounter::evicted);
+        if it.exptime.load(Relaxed) != 0 {
+            self.count_class(c, ClassCounter::evicted_nonzero);
+        }
+        if it.word.load(Relaxed) & super::item::FETCHED == 0 {
+            count(Counter::evicted_unfetched, ClassCounter::evicted_unfetched);
+        }
+        // Read since it last moved, but its second chance was spent on an
+        // item nearer the tail.
+        if it.word.load(Relaxed) & ACTIVE != 0 {
+            count(Counter::evicted_active, ClassCounter::evicted_active);
+        }
+        self.class(c)
+            .evicted_time
+            .store(now.saturating_sub(it.time.load(Relaxed)), Relaxed);
     }
 
     pub(super) fn lru_push_head(&self, c: usize, id: u32) {

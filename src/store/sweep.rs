@@ -245,10 +245,11 @@ impl Store {
             walk.checked_total += 1;
             if !it.is_dead(now, oldest_live, oldest_cas) {
                 if self.outlived_its_class(it) {
+                    // Counted before the chunk is freed: its fields are the
+                    // item's until then.
+                    self.count_eviction(class, it, now);
                     // `link` now leads to the next item.
                     self.unlink_and_free(link, id);
-                    self.counters().incr(Counter::evictions);
-                    self.count_class(class, ClassCounter::evicted);
                     continue;
                 }
                 link = &it.next;
@@ -475,6 +476,10 @@ mod tests {
             s.sweep_tick(0, 1);
         }
         assert_eq!(s.total(Counter::evictions), 100);
+        // Counted as the LRU counts an eviction: never read, a minute old.
+        assert_eq!(s.total(Counter::evicted_unfetched), 100);
+        assert_eq!(s.class_total(small, ClassCounter::evicted_unfetched), 100);
+        assert!(s.class(small).evicted_time.load(super::Relaxed) >= 60);
         assert_eq!(number(&s, small), 50);
         assert_eq!(number(&s, big), (3 * per_page) as u64);
         assert_eq!(s.items_and_bytes().0, (50 + 3 * per_page) as u64);
