@@ -401,13 +401,7 @@ impl Store {
     /// Returns how many of its chunks were handed out (all but the uncarved
     /// end of the page being carved).
     fn unlist_page(&self, c: usize, page: u32) -> u32 {
-        let class = self.class(c);
-        let per_page = class.per_page.load(Relaxed);
-        let listed = if class.cur_page.load(Relaxed) == page {
-            class.cur_next.load(Relaxed).min(per_page)
-        } else {
-            per_page
-        };
+        let listed = self.carved(c, page);
         let mut idx = 0;
         while idx < listed {
             let id = self.chunk_id(c, page, idx);

@@ -122,15 +122,7 @@ impl Store {
                 0 | POOL => continue,
                 n => n as usize - 1,
             };
-            let class = self.class(c);
-            let end = if class.cur_page.load(Relaxed) == page {
-                class
-                    .cur_next
-                    .load(Relaxed)
-                    .min(class.per_page.load(Relaxed))
-            } else {
-                class.per_page.load(Relaxed)
-            };
+            let end = self.carved(c, page);
             let mut idx = 0;
             while idx < end {
                 let id = self.chunk_id(c, page, idx);
@@ -214,11 +206,7 @@ impl Store {
         let size = class.chunk_size.load(Relaxed) as u64;
         let within = off % self.layout.page_size;
         let idx = within / size;
-        let carved = if class.cur_page.load(Relaxed) == page {
-            class.cur_next.load(Relaxed) as u64
-        } else {
-            class.per_page.load(Relaxed) as u64
-        };
+        let carved = u64::from(self.carved(c, page));
         if !within.is_multiple_of(size) || idx >= carved {
             return Err(format!("is not a chunk handed out by slab class {c}"));
         }

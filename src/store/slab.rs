@@ -243,13 +243,8 @@ impl Store {
     /// waste.
     fn span_room(&self, c: usize, size: u64) -> impl Iterator<Item = usize> + '_ {
         (0..c).rev().filter(move |&d| {
-            let class = self.class(d);
             let k = size.div_ceil(u64::from(self.layout.class_sizes[d]));
-            let left = class
-                .per_page
-                .load(Relaxed)
-                .saturating_sub(class.cur_next.load(Relaxed));
-            class.cur_page.load(Relaxed) != NONE && k <= u64::from(u16::MAX) && u64::from(left) >= k
+            k <= u64::from(u16::MAX) && u64::from(self.uncarved(d)) >= k
         })
     }
 
@@ -346,10 +341,30 @@ impl Store {
     /// Whether class `c` seems to have a free chunk or a page not yet carved
     /// to the end (read without its lock: a hint).
     pub(super) fn room_in(&self, c: usize) -> bool {
+        self.class(c).free_head.load(Relaxed) != 0 || self.uncarved(c) != 0
+    }
+
+    /// Chunks of `page` that class `c` has handed out: all of them, or those
+    /// before the carving point of the page it is carving. Every walk of a
+    /// page stops there: past it lie stale bytes, never headers.
+    pub(super) fn carved(&self, c: usize, page: u32) -> u32 {
         let class = self.class(c);
-        class.free_head.load(Relaxed) != 0
-            || (class.cur_page.load(Relaxed) != NONE
-                && class.cur_next.load(Relaxed) < class.per_page.load(Relaxed))
+        let per_page = class.per_page.load(Relaxed);
+        if class.cur_page.load(Relaxed) == page {
+            class.cur_next.load(Relaxed).min(per_page)
+        } else {
+            per_page
+        }
+    }
+
+    /// Chunks not yet carved at the end of the page class `c` is carving
+    /// (0 when it carves none).
+    pub(super) fn uncarved(&self, c: usize) -> u32 {
+        let class = self.class(c);
+        match class.cur_page.load(Relaxed) {
+            NONE => 0,
+            page => class.per_page.load(Relaxed) - self.carved(c, page),
+        }
     }
 
     /// [`Store::alloc`] in class `c` alone: a free chunk, or the next chunk
@@ -700,9 +715,6 @@ impl Store {
     /// the items' access times.
     pub(super) fn rebuild_class(&self, c: usize) {
         let class = self.class(c);
-        let per_page = class.per_page.load(Relaxed);
-        let cur_page = class.cur_page.load(Relaxed);
-        let cur_next = class.cur_next.load(Relaxed).min(per_page);
         // A page being emptied goes back to being an ordinary page: its free
         // chunks join the list below, and the mover starts over.
         class.draining.store(NONE, Relaxed);
@@ -718,7 +730,7 @@ impl Store {
                 continue;
             }
             pages += 1;
-            let end = if page == cur_page { cur_next } else { per_page };
+            let end = self.carved(c, page);
             let mut idx = 0;
             while idx < end {
                 let id = self.chunk_id(c, page, idx);
@@ -808,11 +820,7 @@ impl Store {
         } else {
             0
         };
-        let free_chunks_end = if class.cur_page.load(Relaxed) == NONE {
-            0
-        } else {
-            per_page.saturating_sub(class.cur_next.load(Relaxed)) as u64
-        };
+        let free_chunks_end = u64::from(self.uncarved(c));
         ClassSnapshot {
             chunk_size: class.chunk_size.load(Relaxed),
             per_page,
