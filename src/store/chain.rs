@@ -167,12 +167,14 @@ impl Store {
         let size = item_size(nkey, nbytes) as u64;
         let head = self.alloc_page_chunk(hash, size, now)?;
         let it = self.item(head);
-        // Sized first: from here on a release of the head reads its table.
+        // The table first, then the length that makes it a chained head
+        // (`hand_out` left it 0): a release reads a table only once the
+        // head has one, never at a stale offset.
         it.nkey.store(nkey as u8, Relaxed);
-        it.nbytes.store(nbytes as u32, Relaxed);
         let token = self.header().chain_tokens.fetch_add(1, Relaxed) + 1;
         self.pieces_of(head).store(0, Relaxed);
         self.token_of(head).store(token, Relaxed);
+        it.nbytes.store(nbytes as u32, Relaxed);
         for i in 0..self.pieces_for(nkey, nbytes) {
             if let Err(e) = self.alloc_piece(head, token, i, now) {
                 self.free(head);
@@ -232,6 +234,12 @@ impl Store {
         self.pieces_of(head).store(0, Relaxed);
     }
 
+    /// Bytes chained head `head` covers at most: its page and its pieces'
+    /// (the rebuild's bound for its `bytes`, whatever a crash left).
+    pub(super) fn chained_room(&self, head: u32) -> u64 {
+        (1 + self.listed(head).count() as u64) * self.layout.page_size
+    }
+
     /// The places of a chained item's value: (start, bytes) in its head,
     /// then in each piece.
     fn value_parts(&self, head: u32) -> impl Iterator<Item = (*mut u8, usize)> + '_ {
@@ -255,6 +263,15 @@ impl Store {
     /// A chained item's value, copied out (stripe lock held).
     #[cold]
     pub(super) fn chained_value(&self, head: u32) -> Cow<'_, [u8]> {
+        // A reachable head's pieces are its own (see the module's rules);
+        // were one not, a worker dies here rather than serve another
+        // item's bytes.
+        let token = self.chain_token(head);
+        assert!(
+            self.listed(head)
+                .all(|id| self.is_piece_of(id, head, token)),
+            "item {head}: a piece that is not its own"
+        );
         let mut left = self.item(head).nbytes.load(Relaxed) as usize;
         let mut out = Vec::with_capacity(left);
         for (at, room) in self.value_parts(head) {
@@ -524,6 +541,79 @@ mod tests {
         s.rebuild_class(s.top_class());
         assert_eq!(top_consistent(&s), before);
         assert!(get(&s, "kept") == Some(value(9, 2 * MIB)));
+    }
+
+    /// The top class short of chunks takes a page of another class while
+    /// the head is being stored: that page's items are evicted, not
+    /// rescued, so that the slot keeps naming the head and a worker killed
+    /// then leaves nothing behind (review of the first version: a rescue
+    /// cleared the slot, and the head and its pieces stayed INFLIGHT and
+    /// PIECE for good).
+    #[test]
+    fn a_page_taken_for_a_piece_keeps_the_head_in_the_slot() {
+        let s = store(16, 4 << 20);
+        let mut i = 0;
+        while s.total(super::super::stats::Counter::evictions) == 0 {
+            assert_eq!(
+                set(&s, &format!("s{i:06}"), &[b'x'; 100]),
+                StoreResult::Stored
+            );
+            i += 1;
+        }
+        // Room in every page for rescues, were there any.
+        for j in (0..i).step_by(2) {
+            s.delete(format!("s{j:06}").as_bytes());
+        }
+        let hash = super::super::hash_key(b"lost");
+        let head = s
+            .alloc_item(b"lost", hash, 2 * MIB, unix_now())
+            .ok()
+            .unwrap();
+        assert_eq!(s.slot().inflight.load(Relaxed), head);
+        assert_eq!(
+            s.total(super::super::stats::Counter::slab_reassign_rescues),
+            0
+        );
+        let pieces: Vec<u32> = s.listed(head).collect();
+        assert_eq!(pieces.len(), 2);
+        s.recover_slot(0);
+        assert_eq!(s.item(head).state(), FREE);
+        assert!(pieces.iter().all(|&p| s.item(p).state() == FREE));
+        assert_eq!(top_consistent(&s), 0);
+    }
+
+    /// A worker killed in `carve` between naming the new page and resetting
+    /// the carving point: the new page looks carved to the end, its chunks
+    /// all FREE, and the rebuild lists them; the last page's chunk, a live
+    /// piece, is never handed out again (review of the first version: the
+    /// other order made the old page look uncarved).
+    #[test]
+    fn a_carve_cut_short_hands_out_no_live_chunk() {
+        let s = store(16, 4 << 20);
+        let v = value(5, 3 * MIB);
+        assert_eq!(set(&s, "a", &v), StoreResult::Stored);
+        let top = s.top_class();
+        let old = s.class(top).cur_page.load(Relaxed);
+        assert_eq!(s.class(top).cur_next.load(Relaxed), 1);
+        // What `carve` had done when killed: a new page for the class,
+        // named as the page being carved; `cur_next` still the old page's.
+        let page = s.header().pages_used.fetch_add(1, Relaxed);
+        s.page_class(page).store(top as u8 + 1, Relaxed);
+        s.class(top).pages.fetch_add(1, Relaxed);
+        s.class(top).cur_page.store(page, Relaxed);
+        s.rebuild_class(top);
+        let got = {
+            let _g = s.lock_class(top);
+            s.page_chunk_locked(unix_now()).ok().unwrap()
+        };
+        assert_eq!(got, s.chunk_id(top, page, 0));
+        assert_ne!(got, s.chunk_id(top, old, 0));
+        {
+            let _g = s.lock_class(top);
+            s.push_free(top, got);
+        }
+        assert!(get(&s, "a") == Some(v));
+        top_consistent(&s);
     }
 
     #[test]

@@ -338,7 +338,7 @@ impl Store {
                 // Read before the chunk is cleared: an item's body is stepped
                 // over, never read as headers (a span ends within the page).
                 let k = self.item(id).chunks().min(per_page - idx);
-                if !self.clear_chunk(c, id, now, (oldest_live, oldest_cas)) {
+                if !self.clear_chunk(c, id, now, (oldest_live, oldest_cas), true) {
                     d.busy = true;
                 }
                 idx += k;
@@ -437,13 +437,17 @@ impl Store {
     /// into a free chunk elsewhere in the class (the page's own are off the
     /// free list), or evicted when there is none; a dead one is dropped.
     /// The chunk is then FREE and off the free list. False if it is busy
-    /// (being written, or its stripe is held).
+    /// (being written, or its stripe is held). Without `rescue` a live item
+    /// is evicted: a rescue records its copy in the worker's slot, which
+    /// must keep naming a store in progress (`page_for_class` for an item
+    /// chained over pages, whose head the slot names).
     fn clear_chunk(
         &self,
         c: usize,
         id: u32,
         now: u32,
         (oldest_live, oldest_cas): (u32, u64),
+        rescue: bool,
     ) -> bool {
         let class = self.class(c);
         let counters = &self.slot().counters;
@@ -467,7 +471,8 @@ impl Store {
         if !dead && self.chain_contains(hash, id) {
             // An item spanning chunks would need as many in a row, and one
             // chained over pages its pieces renamed: evicted.
-            if it.chunks() == 1
+            if rescue
+                && it.chunks() == 1
                 && !self.is_chained(it)
                 && let Some(to) = self.pop_free(c)
             {
@@ -557,8 +562,8 @@ impl Store {
     /// Empty a page of class `c` at once (class lock held) and put it in the
     /// pool, for a class that has no page (see `page_for_empty_class`).
     /// `last_too`: the class may give its last page, the one it carves
-    /// included.
-    fn empty_page(&self, c: usize, now: u32, last_too: bool) -> Result<u32, Moved> {
+    /// included; `rescue`: as `clear_chunk`.
+    fn empty_page(&self, c: usize, now: u32, last_too: bool, rescue: bool) -> Result<u32, Moved> {
         let page = self.page_to_empty(c, last_too).ok_or(Moved::Nothing)?;
         let listed = self.unlist_page(c, page);
         let marks = self.flush_marks();
@@ -567,7 +572,7 @@ impl Store {
         while idx < listed {
             let id = self.chunk_id(c, page, idx);
             let k = self.item(id).chunks().min(listed - idx);
-            busy |= !self.clear_chunk(c, id, now, marks);
+            busy |= !self.clear_chunk(c, id, now, marks, rescue);
             idx += k;
         }
         if busy {
@@ -595,7 +600,9 @@ impl Store {
 
     /// [`Store::page_for_empty_class`]; with `any`, for class `c` whatever
     /// pages it has: the top class, when it has no chunk to give an item
-    /// chained over pages (store/chain.rs).
+    /// chained over pages (store/chain.rs). That caller holds the stripe
+    /// of the key being stored: items on it are busy, and if every page
+    /// tried has one, the store fails as out of memory.
     pub(super) fn page_for_class(&self, c: usize, any: bool) {
         let class = self.class(c);
         if !self.evictions || (class.pages.load(Relaxed) != 0 && !any) || self.page_available() {
@@ -652,7 +659,9 @@ impl Store {
             },
         };
         let _g = self.lock_class(d);
-        if self.empty_page(d, unix_now(), last_too).is_ok() {
+        // Called for the top class, this worker's slot names the head of
+        // the chained item being stored: no rescue may take the slot.
+        if self.empty_page(d, unix_now(), last_too, !any).is_ok() {
             self.counters().incr(Counter::slabs_moved);
         }
     }
@@ -1514,7 +1523,7 @@ mod tests {
         assert_eq!(s.item(piece).state(), super::super::item::PIECE);
         {
             let _g = s.lock_class(top);
-            assert_eq!(s.empty_page(top, unix_now(), false), Ok(0));
+            assert_eq!(s.empty_page(top, unix_now(), false, true), Ok(0));
         }
         let mut got = None;
         s.get(b"a", None, |h| got = Some(h.data.len()));

@@ -133,15 +133,13 @@ impl Store {
                 match it.state() {
                     FREE => {}
                     LINKED | INFLIGHT if !reached => {
-                        if c == self.top_class() && self.is_chained(it) {
-                            // Its pieces not yet passed are freed with it.
-                            let token = self.chain_token(id);
-                            settled += self
-                                .listed(id)
-                                .filter(|&p| self.is_piece_of(p, id, token))
-                                .count() as u64;
+                        // A chained item's pieces, unreached too, are freed
+                        // where the walk meets them: nothing is listed
+                        // before the rebuild (the free lists are the last
+                        // run's until then).
+                        if !(c == self.top_class() && self.is_chained(it)) {
+                            self.split_span(c, id, false);
                         }
-                        self.split_span(c, id, false);
                         it.word.store(FREE, Relaxed);
                         settled += 1;
                     }

@@ -287,6 +287,10 @@ impl Store {
         let class = self.class(c);
         let it = self.item(id);
         self.slot().inflight.store(id, Relaxed);
+        // No stale length: until the item is written, a release sizes it as
+        // a header (an item chained over pages by its table only once it
+        // has one, `alloc_chained`).
+        it.nbytes.store(0, Relaxed);
         it.span.store(span as u16, Relaxed);
         it.hash.store(hash, Relaxed);
         it.class.store(c as u8, Relaxed);
@@ -565,8 +569,12 @@ impl Store {
                     page
                 }
             };
-            class.cur_next.store(0, Relaxed);
+            // The page first: a crash in between leaves the new page looking
+            // carved (its chunks all FREE, which the rebuild lists), where
+            // the other order left the old page looking uncarved past 0, its
+            // live chunks counted nowhere and handed out again.
             class.cur_page.store(page, Relaxed);
+            class.cur_next.store(0, Relaxed);
         }
         let page = class.cur_page.load(Relaxed);
         let idx = class.cur_next.fetch_add(1, Relaxed);
@@ -746,7 +754,7 @@ impl Store {
                     _ => {
                         live.push((it.time.load(Relaxed), id));
                         let room = if self.is_chained(it) {
-                            u64::MAX
+                            self.chained_room(id)
                         } else {
                             u64::from(k) * u64::from(class.chunk_size.load(Relaxed))
                         };
