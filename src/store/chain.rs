@@ -168,8 +168,9 @@ impl Store {
         let head = self.alloc_page_chunk(hash, size, now)?;
         let it = self.item(head);
         // The table first, then the length that makes it a chained head
-        // (`hand_out` left it 0): a release reads a table only once the
-        // head has one, never at a stale offset.
+        // (`hand_out` left one under a page): a release reads a table only
+        // once the head has one, never at a stale offset.
+        it.nbytes.store(0, Relaxed);
         it.nkey.store(nkey as u8, Relaxed);
         let token = self.header().chain_tokens.fetch_add(1, Relaxed) + 1;
         self.pieces_of(head).store(0, Relaxed);
@@ -580,6 +581,30 @@ mod tests {
         assert_eq!(s.item(head).state(), FREE);
         assert!(pieces.iter().all(|&p| s.item(p).state() == FREE));
         assert_eq!(top_consistent(&s), 0);
+    }
+
+    /// A store killed between allocating its chunk and writing it: the
+    /// release takes off the class's bytes what the allocation added,
+    /// whatever the chunk held before (review of the first version).
+    #[test]
+    fn a_store_killed_before_it_is_written_leaves_the_bytes_as_they_were() {
+        let s = store(16, 4 << 20);
+        assert_eq!(set(&s, "kept", &value(1, 700)), StoreResult::Stored);
+        for n in [100, 5000, 3 * MIB] {
+            // A chunk of the same class holding an item of another key.
+            assert_eq!(
+                set(&s, "a-longer-key", &value(2, n - 13)),
+                StoreResult::Stored
+            );
+            assert!(s.delete(b"a-longer-key"));
+            let before = s.items_and_bytes();
+            let hash = super::super::hash_key(b"k");
+            s.alloc_item(b"k", hash, n, unix_now()).ok().unwrap();
+            assert_ne!(s.items_and_bytes(), before);
+            s.recover_slot(0);
+            assert_eq!(s.items_and_bytes(), before, "{n} bytes");
+        }
+        top_consistent(&s);
     }
 
     /// A worker killed in `carve` between naming the new page and resetting

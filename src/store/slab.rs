@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
-use super::item::{ACTIVE, FREE, INFLIGHT, Item, LINKED, PIECE};
+use super::item::{ACTIVE, FREE, INFLIGHT, ITEM_HEADER, Item, LINKED, PIECE};
 use super::lock::{Acquired, LockGuard, RobustMutex};
 use super::stats::{ClassCounter, Counter};
 use super::{NONE, Store};
@@ -287,10 +287,14 @@ impl Store {
         let class = self.class(c);
         let it = self.item(id);
         self.slot().inflight.store(id, Relaxed);
-        // No stale length: until the item is written, a release sizes it as
-        // a header (an item chained over pages by its table only once it
-        // has one, `alloc_chained`).
-        it.nbytes.store(0, Relaxed);
+        // No stale lengths: until the item is written, a release takes off
+        // the class's bytes what was added here; an item chained over pages
+        // is one (its table read) only once `alloc_chained` gave it a
+        // table and then its length.
+        let room = self.layout.page_size - ITEM_HEADER as u64;
+        it.nkey.store(0, Relaxed);
+        it.nbytes
+            .store((size - ITEM_HEADER as u64).min(room) as u32, Relaxed);
         it.span.store(span as u16, Relaxed);
         it.hash.store(hash, Relaxed);
         it.class.store(c as u8, Relaxed);
