@@ -1050,7 +1050,7 @@ fn items_larger_than_a_page_match_memcached() {
             ],
         ),
         case_steps(
-            "append and prepend across pages, then gets, touch and mg",
+            "append and prepend across pages, then gets, touch, mg, incr and ma",
             vec![
                 Step::Exchange(set_patterned("set", "cat1", 1_048_000, 1)),
                 Step::Exchange(set_patterned("append", "cat1", 700_000, 2)),
@@ -1060,10 +1060,24 @@ fn items_larger_than_a_page_match_memcached() {
                 Step::Exchange(b"mg cat1 s v t f\r\n".to_vec()),
                 Step::Exchange(set_patterned("append", "cat1", 3_000_000, 4)),
                 Step::Exchange(b"get cat1\r\n".to_vec()),
+                Step::Exchange(b"incr cat1 1\r\n".to_vec()),
+                Step::Exchange(b"ma cat1 v\r\n".to_vec()),
                 Step::Exchange(b"delete cat1\r\n".to_vec()),
                 Step::Exchange(b"get cat1\r\n".to_vec()),
             ],
         ),
+        case_steps("incr and decr of a number padded past a page", {
+            let mut set = b"set num1 0 0 2000000\r\n5".to_vec();
+            set.resize(set.len() + 1_999_999, b' ');
+            set.extend_from_slice(b"\r\n");
+            vec![
+                Step::Exchange(set),
+                Step::Exchange(b"incr num1 1\r\n".to_vec()),
+                Step::Exchange(b"decr num1 1\r\n".to_vec()),
+                Step::Exchange(b"ma num1 v\r\n".to_vec()),
+                Step::Exchange(b"mg num1 s\r\n".to_vec()),
+            ]
+        }),
     ];
     for case in &cases {
         let expected = run_case(pair.reference.port(), case);

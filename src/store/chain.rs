@@ -165,17 +165,21 @@ impl Store {
         now: u32,
     ) -> Result<u32, AllocError> {
         let size = item_size(nkey, nbytes) as u64;
-        let head = self.alloc_page_chunk(hash, size, now)?;
-        let it = self.item(head);
-        // The table first, then the length that makes it a chained head
-        // (`hand_out` left one under a page): a release reads a table only
-        // once the head has one, never at a stale offset.
-        it.nbytes.store(0, Relaxed);
-        it.nkey.store(nkey as u8, Relaxed);
         let token = self.header().chain_tokens.fetch_add(1, Relaxed) + 1;
-        self.pieces_of(head).store(0, Relaxed);
-        self.token_of(head).store(token, Relaxed);
-        it.nbytes.store(nbytes as u32, Relaxed);
+        let setup = |head: u32| {
+            let it = self.item(head);
+            // The table first, then the length that makes it a chained head
+            // (`hand_out` left one under a page): a release reads a table
+            // only once the head has one, never at a stale offset.
+            it.nbytes.store(0, Relaxed);
+            it.nkey.store(nkey as u8, Relaxed);
+            self.pieces_of(head).store(0, Relaxed);
+            self.token_of(head).store(token, Relaxed);
+            it.nbytes.store(nbytes as u32, Relaxed);
+        };
+        let head = self
+            .alloc_page_chunk(hash, size, now, setup)
+            .inspect_err(|_| self.count_class(self.top_class(), ClassCounter::outofmemory))?;
         for i in 0..self.pieces_for(nkey, nbytes) {
             if let Err(e) = self.alloc_piece(head, token, i, now) {
                 self.free(head);
@@ -233,12 +237,6 @@ impl Store {
             }
         }
         self.pieces_of(head).store(0, Relaxed);
-    }
-
-    /// Bytes chained head `head` covers at most: its page and its pieces'
-    /// (the rebuild's bound for its `bytes`, whatever a crash left).
-    pub(super) fn chained_room(&self, head: u32) -> u64 {
-        (1 + self.listed(head).count() as u64) * self.layout.page_size
     }
 
     /// The places of a chained item's value: (start, bytes) in its head,
@@ -517,14 +515,15 @@ mod tests {
         // Killed between pieces: the table lists two of the four.
         let hash = super::super::hash_key(b"lost");
         let head = s
-            .alloc_page_chunk(hash, (3 * MIB) as u64, now)
+            .alloc_page_chunk(hash, (3 * MIB) as u64, now, |head| {
+                let it = s.item(head);
+                it.nkey.store(4, Relaxed);
+                s.token_of(head).store(u64::MAX, Relaxed);
+                s.pieces_of(head).store(0, Relaxed);
+                it.nbytes.store(3 * MIB as u32, Relaxed);
+            })
             .ok()
             .unwrap();
-        let it = s.item(head);
-        it.nkey.store(4, Relaxed);
-        it.nbytes.store(3 * MIB as u32, Relaxed);
-        s.token_of(head).store(u64::MAX, Relaxed);
-        s.pieces_of(head).store(0, Relaxed);
         for i in 0..2 {
             s.alloc_piece(head, u64::MAX, i, now).ok().unwrap();
         }
@@ -605,6 +604,99 @@ mod tests {
             assert_eq!(s.items_and_bytes(), before, "{n} bytes");
         }
         top_consistent(&s);
+    }
+
+    /// A worker killed while giving a head its lengths (under the top
+    /// class's lock: the next locker rebuilds the class), or while its
+    /// pieces are allocated and someone else's death makes the class
+    /// rebuilt: the class's bytes end where they began (second review:
+    /// the first ended megabytes high, the second low).
+    #[test]
+    fn a_head_set_up_across_a_rebuild_leaves_the_bytes_true() {
+        let s = store(32, 8 << 20);
+        for i in 0..3 {
+            assert_eq!(
+                set(&s, &format!("o{i}"), &value(i, 2 * MIB)),
+                StoreResult::Stored
+            );
+        }
+        let before = s.items_and_bytes();
+        let hash = super::super::hash_key(b"k");
+        let now = unix_now();
+        let size = super::super::item::item_size(1, 6 * MIB) as u64;
+        // Killed half way through the setup.
+        s.alloc_page_chunk(hash, size, now, |head| {
+            s.item(head).nbytes.store(0, Relaxed);
+            s.item(head).nkey.store(1, Relaxed);
+        })
+        .ok()
+        .unwrap();
+        s.rebuild_class(s.top_class());
+        s.recover_slot(0);
+        assert_eq!(s.items_and_bytes(), before);
+        // Set up, one piece listed, then a rebuild; then the rest, then freed.
+        let token = 1 << 40;
+        let head = s
+            .alloc_page_chunk(hash, size, now, |head| {
+                s.item(head).nkey.store(1, Relaxed);
+                s.pieces_of(head).store(0, Relaxed);
+                s.token_of(head).store(token, Relaxed);
+                s.item(head).nbytes.store(6 * MIB as u32, Relaxed);
+            })
+            .ok()
+            .unwrap();
+        s.alloc_piece(head, token, 0, now).ok().unwrap();
+        s.rebuild_class(s.top_class());
+        for i in 1..s.pieces_for(1, 6 * MIB) {
+            s.alloc_piece(head, token, i, now).ok().unwrap();
+        }
+        s.free(head);
+        assert_eq!(s.items_and_bytes(), before);
+        top_consistent(&s);
+    }
+
+    /// A chunk of a small class whose header a crash left with another
+    /// class's lengths (past a page): its class's rebuild neither reads a
+    /// table past it nor counts more than the chunk (second review).
+    #[test]
+    fn a_rebuild_of_a_small_class_takes_no_chunk_for_a_chained_head() {
+        let s = store(2, 1 << 20);
+        let mut i = 0;
+        while s.pages_used() < 2 {
+            assert_eq!(set(&s, &format!("k{i}"), b"x"), StoreResult::Stored);
+            i += 1;
+        }
+        // The last chunk of a page carved to the end, past which a table
+        // read would run into the next page.
+        assert_eq!(s.page_class(0).load(Relaxed), 1);
+        let per = s.class(0).per_page.load(Relaxed);
+        let it = s.item(s.chunk_id(0, 0, per - 1));
+        assert_eq!(it.state(), super::super::item::LINKED);
+        let before = s.class_snapshot(0, unix_now()).bytes;
+        it.nkey.store(0, Relaxed);
+        it.nbytes.store(0x7fff_0000, Relaxed);
+        it.word.store(super::super::item::INFLIGHT, Relaxed);
+        s.rebuild_class(0);
+        let snap = s.class_snapshot(0, unix_now());
+        assert!(
+            snap.bytes <= before + u64::from(snap.chunk_size),
+            "{snap:?}"
+        );
+    }
+
+    /// memcached answers incr/decr of a chunked item NON_NUMERIC (too large
+    /// to be a number), without looking at it.
+    #[test]
+    fn incr_of_a_chained_value_is_non_numeric() {
+        let s = store(16, 4 << 20);
+        let mut v = vec![b' '; 2 * MIB];
+        v[0] = b'5';
+        assert_eq!(set(&s, "n", &v), StoreResult::Stored);
+        assert_eq!(
+            s.arith(b"n", true, 1),
+            super::super::ArithResult::NonNumeric
+        );
+        assert!(get(&s, "n") == Some(v));
     }
 
     /// A worker killed in `carve` between naming the new page and resetting

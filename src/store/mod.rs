@@ -654,6 +654,10 @@ impl Store {
         let Some(found) = self.lookup(hash, key, now) else {
             return Some((ArithResult::NotFound, 0));
         };
+        // memcached: too large to be a number (and not worth copying out).
+        if self.is_chained(self.item(found.1)) {
+            return Some((ArithResult::NonNumeric, 0));
+        }
         let old = self.value(found.1);
         if old.is_empty() {
             return Some((ArithResult::NonNumeric, 0));
@@ -1481,6 +1485,10 @@ impl Store {
             return MetaArithResult::Created(initial);
         };
         let it = self.item(found.1);
+        // memcached: too large to be a number (and not worth copying out).
+        if self.is_chained(it) {
+            return MetaArithResult::NonNumeric;
+        }
         let old = self.value(found.1);
         if old.is_empty() {
             return MetaArithResult::NonNumeric;

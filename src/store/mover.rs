@@ -672,7 +672,13 @@ impl Store {
         let old = self.item(from);
         let new = self.item(to);
         // Recorded like an allocation: if we die before it is published, the
-        // supervisor frees it; after, it marks it LINKED.
+        // supervisor frees it; after, it marks it LINKED. Its class and
+        // lengths first: a chunk of a page from the pool holds another
+        // class's bytes, and the supervisor frees it into the class it names.
+        new.class.store(c as u8, Relaxed);
+        new.nkey.store(old.nkey.load(Relaxed), Relaxed);
+        new.nbytes.store(old.nbytes.load(Relaxed), Relaxed);
+        new.hash.store(hash, Relaxed);
         self.slot().inflight.store(to, Relaxed);
         new.span.store(1, Relaxed);
         new.word

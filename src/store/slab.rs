@@ -402,15 +402,19 @@ impl Store {
 
     /// A whole-page chunk of the top class for the head of an item chained
     /// over pages (store/chain.rs): INFLIGHT, this worker's, at the head of
-    /// the LRU, recorded in the slot.
+    /// the LRU, recorded in the slot, and given its lengths by `setup`
+    /// under the class lock (a rebuild after a crash in between counts the
+    /// bytes its release will take off).
     pub(super) fn alloc_page_chunk(
         &self,
         hash: u32,
         size: u64,
         now: u32,
+        setup: impl FnOnce(u32),
     ) -> Result<u32, AllocError> {
         self.with_page_chunk(now, |id| {
             self.hand_out(self.top_class(), id, 1, hash, size, now);
+            setup(id);
             id
         })
     }
@@ -757,8 +761,12 @@ impl Store {
                     PIECE => extra += 1,
                     _ => {
                         live.push((it.time.load(Relaxed), id));
-                        let room = if self.is_chained(it) {
-                            self.chained_room(id)
+                        // A chained head's lengths are never stale (see
+                        // `hand_out`, `alloc_chained`): what its release
+                        // will take off. Only the top class has such heads;
+                        // elsewhere stale lengths past a page are clamped.
+                        let room = if c == self.top_class() && self.is_chained(it) {
+                            self.layout.largest_item()
                         } else {
                             u64::from(k) * u64::from(class.chunk_size.load(Relaxed))
                         };

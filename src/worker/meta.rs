@@ -148,7 +148,12 @@ fn get(ctx: &WorkerContext, m: &Meta<'_>, key: &[u8], out: &mut Vec<u8>) {
 /// the win/stale flags `Z`, `X`, `W`.
 fn hit(m: &Meta<'_>, it: &MetaItem<'_>, out: &mut Vec<u8>) -> Result<(), ()> {
     let f = &m.flags;
-    let data = it.data();
+    // Copied out only when sent (a value chained over pages is copied).
+    let data = if f.value {
+        it.data()
+    } else {
+        Default::default()
+    };
     if f.value {
         out.extend_from_slice(b"VA ");
         num(out, data.len());
@@ -172,7 +177,7 @@ fn hit(m: &Meta<'_>, it: &MetaItem<'_>, out: &mut Vec<u8>) -> Result<(), ()> {
             }
             b's' => {
                 out.extend_from_slice(b" s");
-                num(out, data.len());
+                num(out, it.data_len());
             }
             b't' => ttl_left(out, it),
             b'c' => {
