@@ -1066,6 +1066,20 @@ fn items_larger_than_a_page_match_memcached() {
                 Step::Exchange(b"get cat1\r\n".to_vec()),
             ],
         ),
+        case_steps("incr at memcached's chunk size, 512 KiB", {
+            let padded = |len: usize| {
+                let mut set = format!("set num2 0 0 {len}\r\n5").into_bytes();
+                set.resize(set.len() + len - 1, b' ');
+                set.extend_from_slice(b"\r\n");
+                Step::Exchange(set)
+            };
+            vec![
+                padded(524_225),
+                Step::Exchange(b"incr num2 1\r\n".to_vec()),
+                padded(524_226),
+                Step::Exchange(b"incr num2 1\r\n".to_vec()),
+            ]
+        }),
         case_steps("incr and decr of a number padded past a page", {
             let mut set = b"set num1 0 0 2000000\r\n5".to_vec();
             set.resize(set.len() + 1_999_999, b' ');

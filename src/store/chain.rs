@@ -699,6 +699,59 @@ mod tests {
         assert!(get(&s, "n") == Some(v));
     }
 
+    /// A worker killed inside `fill_item` between its two length stores,
+    /// or a class rebuilt then by another's death: the allocation already
+    /// gave the item its lengths, so the bytes stay true, and an item just
+    /// under a page never looks chained (third review: the lengths added up
+    /// to size + key length in between).
+    #[test]
+    fn a_store_cut_between_its_length_stores_leaves_the_bytes_true() {
+        for (item_max, nbytes) in [(MIB as u64, 500), (4 * MIB as u64, MIB - 48 - 200)] {
+            let s = store(16, item_max);
+            let key = [b'k'; 200];
+            assert_eq!(set(&s, "kept", &value(1, 700)), StoreResult::Stored);
+            let before = s.items_and_bytes();
+            let hash = super::super::hash_key(&key);
+            let id = s.alloc_item(&key, hash, nbytes, unix_now()).ok().unwrap();
+            assert!(!s.is_chained(s.item(id)));
+            s.item(id).nkey.store(key.len() as u8, Relaxed);
+            assert!(!s.is_chained(s.item(id)));
+            s.recover_slot(0);
+            assert_eq!(s.items_and_bytes(), before, "killed, {nbytes} bytes");
+            // Not killed: a rebuild in between, then the store completes.
+            let v = value(2, nbytes);
+            let id = s.alloc_item(&key, hash, v.len(), unix_now()).ok().unwrap();
+            s.item(id).nkey.store(key.len() as u8, Relaxed);
+            s.rebuild_class(s.item(id).class.load(Relaxed) as usize);
+            s.fill_item(id, &key, 0, 0, &[&v]);
+            s.publish(hash, id, None, true);
+            assert!(s.delete(&key));
+            assert_eq!(s.items_and_bytes(), before, "rebuilt, {nbytes} bytes");
+        }
+    }
+
+    /// memcached answers incr/decr NON_NUMERIC for an item it stores
+    /// chunked: larger than its slab_chunk_max, 512 KiB by its size formula
+    /// (measured on memcached 1.6.18: 524,288 bytes is a number, one more
+    /// is not), whether or not we chain it.
+    #[test]
+    fn incr_past_memcached_chunk_size_is_non_numeric() {
+        let s = store(16, MIB as u64);
+        let set = |v: &[u8]| s.store(StoreMode::Set, b"m", 0, 0, v, 0);
+        // 48 + 8 + key 1 + 1 + value + 2 = 524,288 (flags 0).
+        let mut v = vec![b' '; 524_228];
+        v[0] = b'5';
+        assert_eq!(set(&v), StoreResult::Stored);
+        assert_eq!(s.arith(b"m", true, 1), super::super::ArithResult::Value(6));
+        v.resize(524_229, b' ');
+        v[0] = b'5';
+        assert_eq!(set(&v), StoreResult::Stored);
+        assert_eq!(
+            s.arith(b"m", true, 1),
+            super::super::ArithResult::NonNumeric
+        );
+    }
+
     /// A worker killed in `carve` between naming the new page and resetting
     /// the carving point: the new page looks carved to the end, its chunks
     /// all FREE, and the rebuild lists them; the last page's chunk, a live

@@ -655,7 +655,7 @@ impl Store {
             return Some((ArithResult::NotFound, 0));
         };
         // memcached: too large to be a number (and not worth copying out).
-        if self.is_chained(self.item(found.1)) {
+        if self.memcached_chunks(self.item(found.1)) {
             return Some((ArithResult::NonNumeric, 0));
         }
         let old = self.value(found.1);
@@ -805,6 +805,19 @@ impl Store {
         self.header().started.load(Relaxed) as u32
     }
 
+    /// Whether memcached would store `it` chunked (larger than its
+    /// `slab_chunk_max`, 512 KiB, by its own size formula), which makes it
+    /// answer incr/decr non-numeric whatever the value.
+    fn memcached_chunks(&self, it: &Item) -> bool {
+        let size = sizes::memcached_item_size(
+            it.nkey.load(Relaxed) as usize,
+            it.nbytes.load(Relaxed) as usize,
+            it.flags.load(Relaxed),
+            self.cas_enabled,
+        );
+        size > MEMCACHED_CHUNK_MAX
+    }
+
     fn flush_marks(&self) -> (u32, u64) {
         let h = self.header();
         (h.oldest_live.load(Relaxed), h.oldest_cas.load(Relaxed))
@@ -829,7 +842,7 @@ impl Store {
                 .alloc_chained(hash, key.len(), nbytes, now)
                 .map_err(|_: AllocError| StoreResult::NoMemory);
         }
-        self.alloc(class, hash, size as u64, now)
+        self.alloc(class, hash, size as u64, key.len(), now)
             .map_err(|_: AllocError| StoreResult::NoMemory)
     }
 
@@ -1084,6 +1097,9 @@ pub struct MetaStore<'a> {
     /// `b`: the key was sent in base64.
     pub key_binary: bool,
 }
+
+/// memcached's default `slab_chunk_max`: larger items it stores chunked.
+const MEMCACHED_CHUNK_MAX: u64 = 512 * 1024;
 
 /// What `md` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1486,7 +1502,7 @@ impl Store {
         };
         let it = self.item(found.1);
         // memcached: too large to be a number (and not worth copying out).
-        if self.is_chained(it) {
+        if self.memcached_chunks(it) {
             return MetaArithResult::NonNumeric;
         }
         let old = self.value(found.1);

@@ -150,6 +150,7 @@ impl Store {
         c: usize,
         hash: u32,
         size: u64,
+        nkey: usize,
         now: u32,
     ) -> Result<u32, AllocError> {
         // Room elsewhere is looked for at most once a second while there is
@@ -174,7 +175,7 @@ impl Store {
         } else {
             Take::Tail
         };
-        match self.alloc_in(c, hash, size, now, first) {
+        match self.alloc_in(c, hash, size, nkey, now, first) {
             Ok(id) => return Ok(id),
             Err(AllocError::NoRoom) => {}
             Err(e) => {
@@ -184,12 +185,12 @@ impl Store {
         }
         if room_elsewhere {
             for d in self.spare_room(c) {
-                if let Ok(id) = self.alloc_in(d, hash, size, now, Take::Room) {
+                if let Ok(id) = self.alloc_in(d, hash, size, nkey, now, Take::Room) {
                     return Ok(id);
                 }
             }
             for d in self.span_room(c, size) {
-                if let Ok(id) = self.alloc_span_in(d, hash, size, now) {
+                if let Ok(id) = self.alloc_span_in(d, hash, size, nkey, now) {
                     return Ok(id);
                 }
             }
@@ -198,7 +199,7 @@ impl Store {
         // Its own LRU tail; `NoRoom` if it has no page (it may have lost its
         // last one since `has_pages` was read): then the lenders.
         if self.class(c).pages.load(Relaxed) != 0 {
-            match self.alloc_in(c, hash, size, now, Take::Tail) {
+            match self.alloc_in(c, hash, size, nkey, now, Take::Tail) {
                 Ok(id) => return Ok(id),
                 Err(AllocError::NoRoom) => {}
                 Err(e) => {
@@ -208,7 +209,7 @@ impl Store {
             }
         }
         for d in self.lenders(c) {
-            if let Ok(id) = self.alloc_in(d, hash, size, now, Take::Tail) {
+            if let Ok(id) = self.alloc_in(d, hash, size, nkey, now, Take::Tail) {
                 return Ok(id);
             }
         }
@@ -252,7 +253,14 @@ impl Store {
     /// many consecutive ones as it needs, from the end of the page `d` is
     /// carving (see `span_room`). The item is `d`'s from then on (its LRU,
     /// its counts); freed, its chunks are `d`'s free chunks.
-    fn alloc_span_in(&self, d: usize, hash: u32, size: u64, now: u32) -> Result<u32, AllocError> {
+    fn alloc_span_in(
+        &self,
+        d: usize,
+        hash: u32,
+        size: u64,
+        nkey: usize,
+        now: u32,
+    ) -> Result<u32, AllocError> {
         let _g = self.lock_class(d);
         let class = self.class(d);
         let k = size.div_ceil(u64::from(class.chunk_size.load(Relaxed)));
@@ -275,7 +283,7 @@ impl Store {
         it.span.store(k as u16, Relaxed);
         class.cur_next.store(next + k, Relaxed);
         class.extra_chunks.fetch_add(u64::from(k - 1), Relaxed);
-        self.hand_out(d, id, k, hash, size, now);
+        self.hand_out(d, id, k, hash, (size, nkey), now);
         Ok(id)
     }
 
@@ -283,18 +291,30 @@ impl Store {
     /// becomes this worker's INFLIGHT item at the head of the LRU, recorded
     /// in the slot so that the supervisor can settle it if we die.
     #[inline]
-    fn hand_out(&self, c: usize, id: u32, span: u32, hash: u32, size: u64, now: u32) {
+    fn hand_out(
+        &self,
+        c: usize,
+        id: u32,
+        span: u32,
+        hash: u32,
+        (size, nkey): (u64, usize),
+        now: u32,
+    ) {
         let class = self.class(c);
         let it = self.item(id);
         self.slot().inflight.store(id, Relaxed);
-        // No stale lengths: until the item is written, a release takes off
-        // the class's bytes what was added here; an item chained over pages
-        // is one (its table read) only once `alloc_chained` gave it a
-        // table and then its length.
+        // No stale lengths: the item's own, which `fill_item` writes again,
+        // so that a release at any point takes off the class's bytes what
+        // was added here. A head chained over pages (`nkey` 0 here) gets a
+        // page's worth: it is one (its table read) only once
+        // `alloc_chained` gave it a table and then its length. The length
+        // goes to 0 first, so that no key length makes a stale one look
+        // chained.
         let room = self.layout.page_size - ITEM_HEADER as u64;
-        it.nkey.store(0, Relaxed);
-        it.nbytes
-            .store((size - ITEM_HEADER as u64).min(room) as u32, Relaxed);
+        it.nbytes.store(0, Relaxed);
+        it.nkey.store(nkey as u8, Relaxed);
+        let nbytes = (size - ITEM_HEADER as u64).min(room) - nkey as u64;
+        it.nbytes.store(nbytes as u32, Relaxed);
         it.span.store(span as u16, Relaxed);
         it.hash.store(hash, Relaxed);
         it.class.store(c as u8, Relaxed);
@@ -384,6 +404,7 @@ impl Store {
         c: usize,
         hash: u32,
         size: u64,
+        nkey: usize,
         now: u32,
         take: Take,
     ) -> Result<u32, AllocError> {
@@ -396,7 +417,7 @@ impl Store {
             }
             None => self.evict_tail(c, now)?,
         };
-        self.hand_out(c, id, 1, hash, size, now);
+        self.hand_out(c, id, 1, hash, (size, nkey), now);
         Ok(id)
     }
 
@@ -413,7 +434,7 @@ impl Store {
         setup: impl FnOnce(u32),
     ) -> Result<u32, AllocError> {
         self.with_page_chunk(now, |id| {
-            self.hand_out(self.top_class(), id, 1, hash, size, now);
+            self.hand_out(self.top_class(), id, 1, hash, (size, 0), now);
             setup(id);
             id
         })
