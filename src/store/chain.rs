@@ -351,7 +351,7 @@ mod tests {
 
     fn get(s: &Store, key: &str) -> Option<Vec<u8>> {
         let mut out = None;
-        s.get(key.as_bytes(), None, |h| out = Some(h.data.to_vec()));
+        s.get(key.as_bytes(), None, |h| out = Some(h.data().to_vec()));
         out
     }
 

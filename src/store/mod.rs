@@ -106,7 +106,16 @@ pub enum ArithResult {
 pub struct Hit<'a> {
     pub flags: u32,
     pub cas: u64,
-    pub data: Cow<'a, [u8]>,
+    store: &'a Store,
+    id: u32,
+}
+
+impl<'a> Hit<'a> {
+    /// The value: in place, or copied out of the pages of an item chained
+    /// over several (so only when asked for).
+    pub fn data(&self) -> Cow<'a, [u8]> {
+        self.store.value(self.id)
+    }
 }
 
 /// One process's view of the segment.
@@ -435,7 +444,8 @@ impl Store {
         visit(Hit {
             flags: it.flags.load(Relaxed),
             cas: it.cas.load(Relaxed),
-            data: self.value(id),
+            store: self,
+            id,
         });
         self.bump_if_due(id, now);
         true
@@ -1649,7 +1659,7 @@ mod tests {
 
     fn get(s: &Store, key: &[u8]) -> Option<(u32, Vec<u8>)> {
         let mut out = None;
-        s.get(key, None, |h| out = Some((h.flags, h.data.to_vec())));
+        s.get(key, None, |h| out = Some((h.flags, h.data().to_vec())));
         out
     }
 

@@ -964,7 +964,7 @@ mod tests {
             .filter(|&i| {
                 let mut ok = None;
                 s.get(format!("{prefix}{i:06}").as_bytes(), None, |h| {
-                    ok = Some(h.data == value(i, len).as_slice() && h.flags == i as u32);
+                    ok = Some(h.data() == value(i, len).as_slice() && h.flags == i as u32);
                 });
                 assert_ne!(ok, Some(false), "{prefix}{i:06} has another value");
                 ok.is_some()
@@ -1274,7 +1274,7 @@ mod tests {
                 let r = s.store(StoreMode::Set, key.as_bytes(), 0, 0, &value(i, n), 0);
                 assert_eq!(r, StoreResult::Stored, "round {round}, {n} bytes");
                 let mut got = None;
-                s.get(key.as_bytes(), None, |h| got = Some(h.data.to_vec()));
+                s.get(key.as_bytes(), None, |h| got = Some(h.data().to_vec()));
                 assert_eq!(got, Some(value(i, n)));
             }
         }
@@ -1450,7 +1450,7 @@ mod tests {
                 .filter(|i| {
                     let mut ok = None;
                     s.get(format!("o{i:06}").as_bytes(), None, |h| {
-                        ok = Some(h.data == ones)
+                        ok = Some(h.data() == ones)
                     });
                     assert_ne!(ok, Some(false), "o{i:06} has another value");
                     ok.is_some()
@@ -1532,7 +1532,7 @@ mod tests {
             assert_eq!(s.empty_page(top, unix_now(), false, true), Ok(0));
         }
         let mut got = None;
-        s.get(b"a", None, |h| got = Some(h.data.len()));
+        s.get(b"a", None, |h| got = Some(h.data().len()));
         assert_eq!(got, None);
         assert_eq!(s.page_class(0).load(Relaxed), POOL);
         let mut id = s.class(top).free_head.load(Relaxed);

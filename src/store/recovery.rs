@@ -255,7 +255,7 @@ mod tests {
 
     fn value(s: &Store, key: &[u8]) -> Option<Vec<u8>> {
         let mut out = None;
-        s.get(key, None, |h| out = Some(h.data.to_vec()));
+        s.get(key, None, |h| out = Some(h.data().to_vec()));
         out
     }
 

@@ -145,7 +145,7 @@ fn execute(ctx: &WorkerContext, h: &Header, request: &Request<'_>, out: &mut Vec
             let found = store.get(key, touch.map(i64::from), |item| {
                 let flags = item.flags.to_be_bytes();
                 let key: &[u8] = if with_key { key } else { &[] };
-                let value: &[u8] = if with_value { &item.data } else { &[] };
+                let value: &[u8] = if with_value { &item.data() } else { &[] };
                 binary::response(
                     out,
                     h.opcode,

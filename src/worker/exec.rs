@@ -43,7 +43,7 @@ pub fn execute(ctx: &WorkerContext, cmd: &Command<'_>, out: &mut Vec<u8>) -> Aft
                 counters.incr(cmd_counter);
                 let found = store.get(key, touch, |h| {
                     let cas = with_cas.then_some(h.cas);
-                    reply::value(out, key, h.flags, &h.data, cas);
+                    reply::value(out, key, h.flags, &h.data(), cas);
                 });
                 counters.incr(if found { hit } else { miss });
                 if detail {
@@ -248,7 +248,7 @@ pub fn execute(ctx: &WorkerContext, cmd: &Command<'_>, out: &mut Vec<u8>) -> Aft
         }
         Command::SeedGet { name } => {
             counters.incr(Counter::cmd_get);
-            let found = store.get(name, None, |h| reply::seed_value(out, &h.data));
+            let found = store.get(name, None, |h| reply::seed_value(out, &h.data()));
             if ctx.detail_enabled() {
                 ctx.record_prefix(name, PrefixOp::Get { hit: found });
             }
