@@ -123,9 +123,15 @@ impl Store {
         (0..n).map(move |i| self.piece_at(head, i).load(Relaxed))
     }
 
+    /// Whether `id` names a chunk at the start of a page of the arena, as
+    /// every head and piece is.
+    fn starts_a_page(&self, id: u32) -> bool {
+        self.valid_id(id) && ((id as u64 - 1) * 8).is_multiple_of(self.layout.page_size)
+    }
+
     /// Whether chunk `id` is, now, a piece of the chain `head` with `token`.
     pub(super) fn is_piece_of(&self, id: u32, head: u32, token: u64) -> bool {
-        if !self.valid_id(id) || !((id as u64 - 1) * 8).is_multiple_of(self.layout.page_size) {
+        if !self.starts_a_page(id) {
             return false;
         }
         let page = ((id as u64 - 1) * 8 / self.layout.page_size) as u32;
@@ -140,7 +146,7 @@ impl Store {
     pub(super) fn head_of(&self, id: u32) -> Option<u32> {
         let it = self.item(id);
         let head = it.hash.load(Relaxed);
-        if !self.valid_id(head) || !((head as u64 - 1) * 8).is_multiple_of(self.layout.page_size) {
+        if !self.starts_a_page(head) {
             return None;
         }
         let h = self.item(head);
@@ -218,25 +224,28 @@ impl Store {
     /// Free the pieces of chained head `head` (the top class's lock held,
     /// or no other process mapping the segment): each that is still its own
     /// becomes FREE, and goes on the free list unless its page is being
-    /// emptied or it is `off_list` (a piece whose page a move empties at
-    /// once, `clear_piece`). The table is emptied, so that a second release
-    /// frees none.
-    pub(super) fn drop_pieces(&self, head: u32, off_list: u32) {
+    /// emptied. The table is emptied, so that a second release frees none.
+    pub(super) fn drop_pieces(&self, head: u32) {
         let top = self.top_class();
         let token = self.token_of(head).load(Relaxed);
-        let listed: Vec<u32> = self.listed(head).collect();
-        for &id in listed.iter().rev() {
+        for id in self.listed(head) {
             if !self.is_piece_of(id, head, token) {
                 continue;
             }
-            self.item(id).word.store(FREE, Relaxed);
-            let extra = &self.class(top).extra_chunks;
-            extra.store(extra.load(Relaxed).saturating_sub(1), Relaxed);
-            if id != off_list && !self.in_draining_page(top, id) {
+            self.free_piece(id);
+            if !self.in_draining_page(top, id) {
                 self.push_free(top, id);
             }
         }
         self.pieces_of(head).store(0, Relaxed);
+    }
+
+    /// Piece `id` becomes a FREE chunk of the top class (its lock held),
+    /// on no list.
+    pub(super) fn free_piece(&self, id: u32) {
+        self.item(id).word.store(FREE, Relaxed);
+        let extra = &self.class(self.top_class()).extra_chunks;
+        extra.store(extra.load(Relaxed).saturating_sub(1), Relaxed);
     }
 
     /// The places of a chained item's value: (start, bytes) in its head,

@@ -866,27 +866,24 @@ impl Store {
         it.nbytes.store(nbytes as u32, Relaxed);
         let cas = if self.cas_enabled { self.next_cas() } else { 0 };
         it.cas.store(cas, Relaxed);
-        if self.is_chained(it) {
-            let dst = self.item_ptr(id);
-            // SAFETY: as below; the head's chunk is a whole page, which holds
-            // the header and the key (at most 250 bytes).
-            unsafe {
-                std::ptr::copy_nonoverlapping(key.as_ptr(), dst.add(ITEM_HEADER), key.len());
-            }
-            self.write_chained(id, parts);
-            return;
-        }
         let dst = self.item_ptr(id);
         // SAFETY: the chunk is INFLIGHT and owned by us (no other process
         // reads or writes it until `publish`), and its chunks (one of its
-        // class, or the `span` consecutive ones `alloc_span_in` carved)
-        // hold ITEM_HEADER + key + value (checked when allocated). The
-        // sources are the caller's buffers or a LINKED item's value, which
-        // never overlaps an INFLIGHT chunk.
+        // class, the `span` consecutive ones `alloc_span_in` carved, or a
+        // whole page for a chained head) hold ITEM_HEADER + the key (at
+        // most 250 bytes), checked when allocated.
         unsafe {
-            let mut at = dst.add(ITEM_HEADER);
-            std::ptr::copy_nonoverlapping(key.as_ptr(), at, key.len());
-            at = at.add(key.len());
+            std::ptr::copy_nonoverlapping(key.as_ptr(), dst.add(ITEM_HEADER), key.len());
+        }
+        if self.is_chained(it) {
+            self.write_chained(id, parts);
+            return;
+        }
+        // SAFETY: as above, and the chunks hold the value after the key
+        // (checked when allocated). The sources are the caller's buffers or
+        // a LINKED item's value, which never overlaps an INFLIGHT chunk.
+        unsafe {
+            let mut at = dst.add(ITEM_HEADER + key.len());
             for p in parts {
                 std::ptr::copy_nonoverlapping(p.as_ptr(), at, p.len());
                 at = at.add(p.len());

@@ -504,9 +504,7 @@ impl Store {
     fn clear_piece(&self, c: usize, id: u32, now: u32) -> bool {
         let counters = &self.slot().counters;
         let Some(head) = self.head_of(id) else {
-            let extra = &self.class(c).extra_chunks;
-            extra.store(extra.load(Relaxed).saturating_sub(1), Relaxed);
-            self.item(id).word.store(FREE, Relaxed);
+            self.free_piece(id);
             return true;
         };
         let h = self.item(head);
@@ -527,19 +525,11 @@ impl Store {
                 counters.incr(Counter::slab_reassign_evictions_nomem);
             }
         }
-        let class = self.class(c);
-        class.curr_items.fetch_sub(1, Relaxed);
-        class
-            .bytes
-            .fetch_sub(h.total_size().min(class.bytes.load(Relaxed)), Relaxed);
-        self.lru_unlink(c, head);
-        // Frees `id` too, kept off the list: its page is being emptied (a
-        // page emptied at once, `empty_page`, is not marked draining).
-        self.drop_pieces(head, id);
-        h.word.store(FREE, Relaxed);
-        if !self.in_draining_page(c, head) {
-            self.push_free(c, head);
-        }
+        // `id` first, kept off the list: its page is being emptied (a page
+        // emptied at once, `empty_page`, is not marked draining). The
+        // head's release then frees the other pieces, no longer this one.
+        self.free_piece(id);
+        self.release_locked(c, head);
         true
     }
 

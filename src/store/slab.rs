@@ -340,7 +340,7 @@ impl Store {
         if it.span.load(Relaxed) > 1 {
             self.split_span_body(c, id, push);
         } else if c == self.top_class() && self.is_chained(it) {
-            self.drop_pieces(id, 0);
+            self.drop_pieces(id);
         }
     }
 
@@ -490,7 +490,7 @@ impl Store {
     }
 
     /// `free` with the class lock already held.
-    fn release_locked(&self, c: usize, id: u32) {
+    pub(super) fn release_locked(&self, c: usize, id: u32) {
         let class = self.class(c);
         let it = self.item(id);
         self.lru_unlink(c, id);
